@@ -1,0 +1,103 @@
+"""Kernel providers: the full-size passes over ``x`` / ``dy``, one provider per backend.
+
+A provider moves the big tensors; everything on ``[B, C]`` / ``[B, H*W]`` (the gates, their
+gradients) is computed once, for all providers, in :mod:`attnfused.ops`. Every pass reads a 4-D
+tensor as ``[B, C, P]`` with ``P = H*W`` and arbitrary strides (NCHW and channels_last both map to
+that view without a copy). Small tensors are contiguous in the accumulation dtype (fp32, or fp64
+for fp64 inputs); argmax indices are int32.
+
+The passes (``m`` is the per-element "mid" gradient of CBAM's spatial stage,
+``m[c,p] = dy*sa[p] + da[p] + dm[p]*[c == amc[p]]``; absent terms drop out):
+
+=================  ======================================================  =================
+pass               computes                                                traffic
+=================  ======================================================  =================
+``pool_hw``        ``mean_P x``, ``max_P x`` and its first argmax          read N
+``pool_c``         ``max_C x1``, ``mean_C x1``, argmax; ``x1 = x*ca``       read N
+``dot_hw``         ``sum_P m * x``                                         read 2N
+``dot_c``          ``sum_C dy * x * ca``                                   read 2N
+``scale``          ``y = (x * ca) * sa``                                   read N, write N
+``grad_input``     ``dx = m * ca + davg[c] + dmax[c]*[p == amp[c]]``        read N, write N
+=================  ======================================================  =================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = ["KernelProvider", "load_provider", "provider_names"]
+
+
+class KernelProvider(Protocol):
+    """What a backend implements. See the module docstring for the semantics of each pass."""
+
+    name: str
+
+    def pool_hw(self, x: Tensor, want_max: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]: ...
+
+    def pool_c(self, x: Tensor, ca: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def dot_hw(
+        self,
+        dy: Tensor,
+        x: Tensor,
+        sa: Optional[Tensor] = None,
+        da: Optional[Tensor] = None,
+        dm: Optional[Tensor] = None,
+        amc: Optional[Tensor] = None,
+    ) -> Tensor: ...
+
+    def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor: ...
+
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor: ...
+
+    def grad_input(
+        self,
+        dy: Tensor,
+        like: Tensor,
+        ca: Optional[Tensor] = None,
+        sa: Optional[Tensor] = None,
+        da: Optional[Tensor] = None,
+        dm: Optional[Tensor] = None,
+        amc: Optional[Tensor] = None,
+        davg: Optional[Tensor] = None,
+        dmax: Optional[Tensor] = None,
+        amp: Optional[Tensor] = None,
+    ) -> Tensor: ...
+
+
+# name -> (module, how to get it). "cuda" and "cpu" are the compiled extension's providers (the
+# csrc issue); until it exists they are known names that report themselves unavailable.
+_PROVIDERS = {
+    "triton": "attnfused.kernels.triton",
+    "cuda": None,
+    "cpu": None,
+}
+_loaded: dict[str, KernelProvider] = {}
+
+
+def provider_names() -> tuple[str, ...]:
+    return tuple(_PROVIDERS)
+
+
+def load_provider(name: str, device: torch.device) -> KernelProvider:
+    """Import provider ``name`` and check it can run on ``device``; raise ``RuntimeError`` if not."""
+    module = _PROVIDERS.get(name)
+    if module is None:
+        raise RuntimeError(
+            f"attnfused backend {name!r} is not available: this build of attnfused has no compiled "
+            "extension (attnfused._C) providing it. Use backend 'triton', 'reference' or 'auto'."
+        )
+    provider = _loaded.get(name)
+    if provider is None:
+        try:
+            provider = importlib.import_module(module).PROVIDER
+        except ImportError as e:  # triton missing from this torch install
+            raise RuntimeError(f"attnfused backend {name!r} is not available: {e}") from e
+        _loaded[name] = provider
+    provider.check_device(device)
+    return provider

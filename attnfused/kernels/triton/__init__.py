@@ -1,0 +1,171 @@
+"""Triton provider: launchers for the passes in :mod:`attnfused.kernels` (semantics and traffic there).
+
+Kernels: ``_reduce_hw.py`` (pool_hw, dot_hw), ``_reduce_c.py`` (pool_c, dot_c), ``_pointwise.py``
+(scale, grad_input). On CPU tensors they run in the Triton interpreter, which Triton enables at
+decoration time: ``TRITON_INTERPRET=1`` must be set before this module is first imported (attnfused
+imports it lazily, on the first fused call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
+
+from .._layout import acc_dtype, bcp_strides, channels_fastest, empty_output
+from ._pointwise import pointwise_kernel
+from ._reduce_c import reduce_c_kernel
+from ._reduce_hw import reduce_hw_kernel
+
+__all__ = ["PROVIDER", "TritonProvider"]
+
+# Triton decides at decoration time whether a kernel is compiled or interpreted.
+INTERPRETED = isinstance(reduce_hw_kernel, InterpretedFunction)
+
+
+def _p2(n: int, cap: int) -> int:
+    return min(triton.next_power_of_2(max(n, 1)), cap)
+
+
+def _tile(c: int, p: int, c_fast: bool, reduce_axis: str) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P): the unit-stride axis gets the long side so loads coalesce."""
+    if c_fast:
+        return _p2(c, 64), _p2(p, 16 if reduce_axis != "c" else 32)
+    return _p2(c, 4 if reduce_axis != "c" else 8), _p2(p, 256 if reduce_axis != "c" else 128)
+
+
+def _device_ctx(t: Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _small(t: Optional[Tensor], fallback: Tensor) -> Tensor:
+    # Unused pointer arguments still need a tensor; constexpr flags keep them unread.
+    return fallback if t is None else t
+
+
+class TritonProvider:
+    """Kernel provider backed by Triton (compiled on CUDA, interpreted on CPU)."""
+
+    name = "triton"
+
+    def check_device(self, device: torch.device) -> None:
+        if device.type == "cuda":
+            return
+        if device.type == "cpu" and INTERPRETED:
+            return
+        if device.type == "cpu":
+            raise RuntimeError(
+                "attnfused backend 'triton' got CPU tensors: Triton kernels run on CUDA tensors, or on "
+                "CPU through the Triton interpreter when TRITON_INTERPRET=1 is set before attnfused's "
+                "first fused call. Use backend 'auto' or 'reference' for CPU tensors."
+            )
+        raise RuntimeError(f"attnfused backend 'triton' does not support {device.type} tensors")
+
+    # -- reductions over P ------------------------------------------------------------------
+    def _reduce_hw(self, a: Tensor, x: Optional[Tensor], want_max: bool, divisor: int, **terms):
+        bsz, c, h, w = a.shape
+        p = h * w
+        acc = acc_dtype(a.dtype)
+        out_sum = torch.empty((bsz, c), dtype=acc, device=a.device)
+        out_max = torch.empty((bsz, c), dtype=acc, device=a.device) if want_max else out_sum
+        out_arg = torch.empty((bsz, c), dtype=torch.int32, device=a.device) if want_max else out_sum
+        if a.numel() == 0:
+            return out_sum, out_max, out_arg
+        a, sa_ = bcp_strides(a)
+        x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
+        bc, bp = _tile(c, p, channels_fastest(sa_), "p")
+        n_ct = triton.cdiv(c, bc)
+        sa, da, dm, amc = (terms.get(k) for k in ("sa", "da", "dm", "amc"))
+        with _device_ctx(a):
+            reduce_hw_kernel[(bsz * n_ct,)](
+                a, x, _small(sa, out_sum), _small(da, out_sum), _small(dm, out_sum), _small(amc, out_sum),
+                out_sum, out_max, out_arg,
+                c, p, n_ct, divisor, *sa_, *sx_,
+                HAS_X=terms.get("has_x", False), HAS_SA=sa is not None, HAS_DA=da is not None,
+                HAS_DM=dm is not None, WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
+            )
+        return out_sum, out_max, out_arg
+
+    def pool_hw(self, x: Tensor, want_max: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        h, w = x.shape[2:]
+        avg, mx, arg = self._reduce_hw(x, None, want_max, h * w)
+        return (avg, mx, arg) if want_max else (avg, None, None)
+
+    def dot_hw(self, dy, x, sa=None, da=None, dm=None, amc=None) -> Tensor:
+        return self._reduce_hw(dy, x, False, 1, has_x=True, sa=sa, da=da, dm=dm, amc=amc)[0]
+
+    # -- reductions over C ------------------------------------------------------------------
+    def _reduce_c(self, a: Tensor, x: Optional[Tensor], ca: Optional[Tensor], want_max: bool, divisor: int):
+        bsz, c, h, w = a.shape
+        p = h * w
+        acc = acc_dtype(a.dtype)
+        has_x = x is not None
+        out_sum = torch.empty((bsz, p), dtype=acc, device=a.device)
+        out_max = torch.empty((bsz, p), dtype=acc, device=a.device) if want_max else out_sum
+        out_arg = torch.empty((bsz, p), dtype=torch.int32, device=a.device) if want_max else out_sum
+        if a.numel() == 0:
+            return out_sum, out_max, out_arg
+        a, sa_ = bcp_strides(a)
+        x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
+        bc, bp = _tile(c, p, channels_fastest(sa_), "c")
+        n_pt = triton.cdiv(p, bp)
+        with _device_ctx(a):
+            reduce_c_kernel[(bsz * n_pt,)](
+                a, x, _small(ca, out_sum), out_sum, out_max, out_arg,
+                c, p, n_pt, divisor, *sa_, *sx_,
+                HAS_X=has_x, HAS_CA=ca is not None,
+                ROUND_X1=ca is not None and not has_x and a.dtype != acc,
+                WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
+            )
+        return out_sum, out_max, out_arg
+
+    def pool_c(self, x: Tensor, ca: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        mean, mx, arg = self._reduce_c(x, None, ca, True, x.shape[1])
+        return mx, mean, arg
+
+    def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor:
+        return self._reduce_c(dy, x, ca, False, 1)[0]
+
+    # -- full-size writes --------------------------------------------------------------------
+    def _pointwise(self, a: Tensor, like: Tensor, ca_first: bool, **terms) -> Tensor:
+        # The output takes the layout of ``like`` (x), whatever the layout of ``a`` (x or dy).
+        out = empty_output(like)
+        if out.numel() == 0:
+            return out
+        bsz, c, h, w = a.shape
+        p = h * w
+        a, sa_ = bcp_strides(a)
+        so_ = bcp_strides(out)[1]
+        bc, bp = _tile(c, p, channels_fastest(so_), "none")
+        n_ct, n_pt = triton.cdiv(c, bc), triton.cdiv(p, bp)
+        names = ("ca", "sa", "da", "dm", "amc", "davg", "dmax", "amp")
+        t = {k: terms.get(k) for k in names}
+        fill = next(v for v in t.values() if v is not None)
+        acc = tl.float64 if fill.dtype == torch.float64 else tl.float32
+        with _device_ctx(a):
+            pointwise_kernel[(bsz * n_ct * n_pt,)](
+                a, out, *(_small(t[k], fill) for k in names),
+                c, p, n_ct, n_pt, *sa_, *so_,
+                HAS_CA=t["ca"] is not None, CA_FIRST=ca_first,
+                ROUND_X1=ca_first and t["sa"] is not None and a.dtype not in (torch.float32, torch.float64),
+                HAS_SA=t["sa"] is not None, HAS_DA=t["da"] is not None, HAS_DM=t["dm"] is not None,
+                HAS_DAVG=t["davg"] is not None, HAS_DMAX=t["dmax"] is not None,
+                ACC=acc, BLOCK_C=bc, BLOCK_P=bp,
+            )
+        return out
+
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:
+        return self._pointwise(x, x, True, ca=ca, sa=sa)
+
+    def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
+        return self._pointwise(
+            dy, like, False, ca=ca, sa=sa, da=da, dm=dm, amc=amc, davg=davg, dmax=dmax, amp=amp
+        )
+
+
+PROVIDER = TritonProvider()

@@ -1,0 +1,55 @@
+"""Reductions over the channel axis C, one program per (sample, spatial tile): ``pool_c``, ``dot_c``.
+
+``pool_c`` builds CBAM's spatial maps from ``x1 = x * ca`` on the fly (rounded to the input dtype
+first, as eager materialises ``x1`` in that dtype: the max and its argmax then match eager's bit for
+bit), so ``x1`` is never written. ``dot_c`` is ``sum_C dy * x * ca``, the spatial-gate gradient.
+"""
+
+import triton
+import triton.language as tl
+
+from ._max import merge_max_argmax, tile_max_argmax
+
+
+@triton.jit
+def reduce_c_kernel(
+    A, X, CA,  # A: x (pool) or dy (dot); X: x (dot only); CA: [B, C]
+    OUT_SUM, OUT_MAX, OUT_ARG,  # [B, P]
+    C, P, n_ptiles, DIVISOR,
+    sab, sac, sap, sxb, sxc, sxp,
+    HAS_X: tl.constexpr, HAS_CA: tl.constexpr, ROUND_X1: tl.constexpr,
+    WANT_MAX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = (pid // n_ptiles).to(tl.int64)
+    p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = p < P
+    p64 = p.to(tl.int64)
+    acc_ty = OUT_SUM.dtype.element_ty
+
+    acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
+    run_m = tl.full([BLOCK_P], float("-inf"), acc_ty)
+    run_i = tl.zeros([BLOCK_P], dtype=tl.int32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        c64 = c.to(tl.int64)
+        mask = cmask[:, None] & pmask[None, :]
+        v = tl.load(A + b * sab + c64[:, None] * sac + p64[None, :] * sap, mask=mask, other=0.0).to(acc_ty)
+        if HAS_CA:
+            v = v * tl.load(CA + b * C + c64, mask=cmask, other=0.0)[:, None]
+            if ROUND_X1:
+                v = v.to(A.dtype.element_ty).to(acc_ty)
+        if HAS_X:
+            xv = tl.load(X + b * sxb + c64[:, None] * sxc + p64[None, :] * sxp, mask=mask, other=0.0)
+            v = v * xv.to(acc_ty)
+        acc += tl.where(mask, v, 0.0)
+        if WANT_MAX:
+            m, i = tile_max_argmax(v, c[:, None] + tl.zeros([BLOCK_C, BLOCK_P], tl.int32), mask, 0)
+            run_m, run_i = merge_max_argmax(run_m, run_i, m, i)
+
+    out = b * P + p64
+    tl.store(OUT_SUM + out, tl.sum(acc, axis=0) / DIVISOR, mask=pmask)
+    if WANT_MAX:
+        tl.store(OUT_MAX + out, run_m, mask=pmask)
+        tl.store(OUT_ARG + out, run_i, mask=pmask)
