@@ -1,0 +1,76 @@
+"""Shared test helpers: device/dtype matrix, block factories, forward+backward runner, tolerances."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+import attnfused
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# The CPU runs the Triton interpreter (fp32/fp64); a GPU adds the half types.
+DTYPES = [torch.float32, torch.float64] + ([torch.float16, torch.bfloat16] if DEVICE.type == "cuda" else [])
+LAYOUTS = ["nchw", "channels_last"]
+
+# (rtol, atol) vs the reference in the same dtype: fp32/fp64 differ only by summation order;
+# the half types by rounding of the gate and of x * ca (the kernels keep them in fp32).
+TOL = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (5e-2, 5e-2),
+}
+
+
+def _ratio(c: int) -> int:
+    return 2 if c >= 2 else 1
+
+
+# name -> factory(C) building a module with deterministic weights.
+BLOCKS: dict[str, Callable[[int], nn.Module]] = {
+    "se_avg": lambda c: attnfused.SEBlock("avg", c, _ratio(c)),
+    "se_max": lambda c: attnfused.SEBlock("max", c, _ratio(c)),
+    "eca": lambda c: attnfused.ECABlock(c),
+    "ca_fc": lambda c: attnfused.ChannelAttentionFC(c, _ratio(c)),
+    "ca_conv": lambda c: attnfused.ChannelAttentionConv(c, gamma=1, b=1),
+    "spatial3": lambda c: attnfused.SpatialAttention(3),
+    "spatial7": lambda c: attnfused.SpatialAttention(7),
+    "cbam_fc": lambda c: attnfused.CBAMBlock("FC", 7, channels=c, ratio=_ratio(c)),
+    "cbam_conv": lambda c: attnfused.CBAMBlock("Conv", 3, channels=c, gamma=1, b=1),
+}
+
+
+def make_block(name: str, c: int, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    m = BLOCKS[name](c).to(DEVICE, dtype)
+    # Default init leaves many gate logits near 0; scale weights up so the gate's nonlinearity and
+    # the max paths matter in the comparison.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)
+    return m
+
+
+def make_input(shape, dtype: torch.dtype, layout: str, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(DEVICE, dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    return x
+
+
+def run_fwd_bwd(m: nn.Module, x: torch.Tensor, backend: str, dy: torch.Tensor):
+    """(y, dx, {param name: grad}) of ``m`` on ``x`` under ``backend``."""
+    x = x.detach().clone().requires_grad_(True)
+    m.zero_grad(set_to_none=True)
+    with attnfused.use_backend(backend):
+        y = m(x)
+        y.backward(dy)
+    return y.detach(), x.grad, {n: p.grad for n, p in m.named_parameters()}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")

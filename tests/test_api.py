@@ -1,0 +1,173 @@
+"""Public API: constructor and input validation, backend selection, checkpoint keys."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import attnfused
+from attnfused import functional as AF
+from helpers import DEVICE
+
+# -- constructor arguments ---------------------------------------------------------------------
+
+BAD_CONSTRUCTORS = [
+    (lambda: attnfused.SEBlock("mean", 8, 2), "mode"),
+    (lambda: attnfused.SEBlock("avg", 0, 2), "channels"),
+    (lambda: attnfused.SEBlock("avg", 8, 0), "ratio"),
+    (lambda: attnfused.SEBlock("avg", 4, 8), "ratio"),
+    (lambda: attnfused.ECABlock(0), "channels"),
+    (lambda: attnfused.ECABlock(8, gamma=0), "gamma"),
+    (lambda: attnfused.SpatialAttention(4), "kernel_size"),
+    (lambda: attnfused.SpatialAttention(9), "kernel_size"),
+    (lambda: attnfused.Spatial_Attention_Module(1), "kernel_size"),
+    (lambda: attnfused.CBAMBlock("MLP", 7, 8, 2), "channel_attention_mode"),
+    (lambda: attnfused.CBAMBlock("FC", 7, 8), "ratio"),
+    (lambda: attnfused.CBAMBlock("FC", 7, None, 2), "channels"),
+    (lambda: attnfused.CBAMBlock("Conv", 7, 8, gamma=2), "b"),
+    (lambda: attnfused.CBAMBlock("Conv", 6, 8, gamma=2, b=1), "kernel_size"),
+]
+
+
+@pytest.mark.parametrize("build,arg", BAD_CONSTRUCTORS, ids=[a for _, a in BAD_CONSTRUCTORS])
+def test_bad_constructor_arguments_raise_value_error(build, arg):
+    with pytest.raises(ValueError, match=arg):
+        build()
+
+
+def test_state_dict_keys_match_the_source_layout():
+    assert list(attnfused.SEBlock("avg", 8, 2).state_dict()) == ["fc_layers.0.weight", "fc_layers.2.weight"]
+    assert list(attnfused.ECABlock(8).state_dict()) == ["conv.weight"]
+    assert list(attnfused.CBAMBlock("FC", 7, 8, 2).state_dict()) == [
+        "channel_attention_block.fc_layers.0.weight",
+        "channel_attention_block.fc_layers.2.weight",
+        "spatial_attention_block.conv.weight",
+    ]
+    assert list(attnfused.CBAMBlock("Conv", 3, 8, gamma=2, b=1).state_dict()) == [
+        "channel_attention_block.conv.weight",
+        "spatial_attention_block.conv.weight",
+    ]
+    assert attnfused.CBAMBlock("Conv", 5, 64, gamma=2, b=1).channel_attention_block.conv.weight.shape == (1, 1, 3)
+    assert attnfused.SpatialAttention(5).conv.weight.shape == (1, 2, 5, 5)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def _se_weights(c=8, dtype=torch.float32, device=DEVICE):
+    return torch.randn(4, c, dtype=dtype, device=device), torch.randn(c, 4, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_bad_inputs(backend):
+    w1, w2 = _se_weights()
+    x = torch.randn(2, 8, 4, 4, device=DEVICE)
+    sw = torch.randn(1, 2, 3, 3, device=DEVICE)
+    with attnfused.use_backend(backend):
+        with pytest.raises(ValueError, match="4-D"):
+            AF.se(x[0], w1, w2)
+        with pytest.raises(TypeError, match="float"):
+            AF.se(x.to(torch.int32), w1, w2)
+        with pytest.raises(TypeError, match="Tensor"):
+            AF.se(x.tolist(), w1, w2)
+        with pytest.raises(ValueError, match="w1"):
+            AF.se(torch.randn(2, 6, 4, 4, device=DEVICE), w1, w2)
+        with pytest.raises(ValueError, match="w2"):
+            AF.se(x, w1, w2[:, :3])
+        with pytest.raises(TypeError, match="w1"):
+            AF.se(x, w1.to(torch.int64), w2)
+        with pytest.raises(ValueError, match="pool"):
+            AF.se(x, w1, w2, pool="avgmax")
+        with pytest.raises(ValueError, match="gate"):
+            AF.channel_gate(x, w1, w2, gate="mlp")
+        with pytest.raises(ValueError, match="odd"):
+            AF.eca(x, torch.randn(1, 1, 4, device=DEVICE))
+        with pytest.raises(ValueError, match="w2 must be None"):
+            AF.channel_attention(x, torch.randn(1, 1, 3, device=DEVICE), w2, "conv")
+        with pytest.raises(ValueError, match="spatial_weight"):
+            AF.spatial_attention(x, torch.randn(1, 3, 3, 3, device=DEVICE))
+        with pytest.raises(ValueError, match="square"):
+            AF.spatial_attention(x, torch.randn(1, 2, 3, 5, device=DEVICE))
+        with pytest.raises(ValueError, match="H\\*W"):
+            AF.spatial_attention(torch.randn(2, 8, 0, 4, device=DEVICE), sw)
+        with pytest.raises(ValueError, match="channels|w1"):
+            attnfused.SEBlock("avg", 8, 2).to(DEVICE)(torch.randn(2, 6, 4, 4, device=DEVICE))
+
+
+def test_weights_on_another_device_are_refused():
+    # Without a GPU the "other device" is meta; the check runs before any kernel either way.
+    x = torch.randn(2, 8, 4, 4, device="cuda" if DEVICE.type == "cuda" else "meta")
+    w1, w2 = _se_weights(device="cpu")
+    with pytest.raises(ValueError, match="device"):
+        AF.se(x, w1, w2)
+
+
+# -- backends ----------------------------------------------------------------------------------
+
+
+def test_backend_names_and_context_manager():
+    assert attnfused.get_backend() == "auto"
+    with attnfused.use_backend("reference"):
+        assert attnfused.get_backend() == "reference"
+        with attnfused.use_backend("triton"):
+            assert attnfused.get_backend() == "triton"
+        assert attnfused.get_backend() == "reference"
+    assert attnfused.get_backend() == "auto"
+    with pytest.raises(ValueError, match="unknown attnfused backend"):
+        attnfused.set_backend("tpu")
+    assert set(attnfused.BACKENDS) >= {"auto", "reference", "triton", "cuda", "cpu"}
+
+
+@pytest.mark.parametrize("name", ["cuda", "cpu"])
+def test_unbuilt_providers_raise_a_clear_error(name):
+    w1, w2 = _se_weights()
+    x = torch.randn(2, 8, 4, 4, device=DEVICE)
+    with attnfused.use_backend(name), pytest.raises(RuntimeError, match="not available"):
+        AF.se(x, w1, w2)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU-only behaviour")
+def test_auto_on_cpu_runs_the_reference_and_says_so(caplog):
+    w1, w2 = _se_weights(device="cpu")
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    from attnfused import _backend
+
+    _backend._announced.discard("cpu")
+    with caplog.at_level(logging.INFO, logger="attnfused"):
+        y = AF.se(x, w1, w2)
+        AF.se(x, w1, w2)
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "reference" in caplog.records[0].message
+    torch.testing.assert_close(y, attnfused.reference.se(x, w1, w2))
+    assert "attnfused" not in type(y.grad_fn).__name__  # eager autograd graph, not the fused op
+    with attnfused.use_backend("triton"):
+        assert "attnfused" in type(AF.se(x, w1, w2).grad_fn).__name__
+
+
+def test_triton_on_cpu_without_interpreter_is_refused():
+    """In a fresh process without TRITON_INTERPRET, backend 'triton' on CPU tensors raises."""
+    code = (
+        "import os, torch, attnfused; os.environ.pop('TRITON_INTERPRET', None)\n"
+        "from attnfused import functional as AF\n"
+        "x = torch.randn(2, 8, 4, 4); w1 = torch.randn(4, 8); w2 = torch.randn(8, 4)\n"
+        "attnfused.set_backend('triton')\n"
+        "try:\n    AF.se(x, w1, w2)\nexcept RuntimeError as e:\n    print('REFUSED', 'TRITON_INTERPRET' in str(e))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "REFUSED True" in out.stdout, out.stdout + out.stderr
+
+
+def test_env_var_selects_the_backend():
+    code = "import attnfused; print(attnfused.get_backend())"
+    env = dict(__import__("os").environ, ATTNFUSED_BACKEND="reference")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.strip() == "reference", out.stderr
+    env["ATTNFUSED_BACKEND"] = "nope"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0 and "unknown attnfused backend" in out.stderr

@@ -1,0 +1,164 @@
+"""Fused blocks vs the eager reference: forward and every gradient, odd shapes, both layouts, dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnfused
+from helpers import BLOCKS, DEVICE, DTYPES, LAYOUTS, assert_close, make_block, make_input, run_fwd_bwd
+
+# Odd shapes: C=1, H=W=1, C above the channels_last tile (64), H*W above the NCHW tile (256) and
+# not a multiple of any block, batch 1 and 3.
+SHAPES = [
+    (1, 1, 1, 1),
+    (3, 1, 5, 7),
+    (2, 3, 1, 1),
+    (3, 5, 7, 9),
+    (1, 70, 3, 5),
+    (1, 4, 17, 19),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_matches_reference(block, shape, dtype, layout):
+    m = make_block(block, shape[1], dtype)
+    x = make_input(shape, dtype, layout)
+    dy = make_input(shape, dtype, "nchw", seed=2)
+    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert_close(y, y_ref, dtype, "y")
+    assert_close(dx, dx_ref, dtype, "dx")
+    for name in g_ref:
+        assert g[name].dtype == g_ref[name].dtype
+        assert_close(g[name], g_ref[name], dtype, f"grad of {name}")
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt), "output must keep the input's layout"
+    assert dx.is_contiguous(memory_format=fmt), "dx must keep the input's layout"
+
+
+@pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
+def test_odd_strides_and_expanded_grad(block):
+    """A transposed H/W view (one documented copy) and the stride-0 gradient of ``y.sum()``."""
+    m = make_block(block, 6, torch.float64)
+    base = make_input((2, 6, 5, 4), torch.float64, "nchw")
+    x = base.transpose(2, 3)  # [2, 6, 4, 5], H and W not mergeable into one strided axis
+    for backend in ("reference", "triton"):
+        xi = x.detach().clone().requires_grad_(True) if backend == "reference" else x.detach().requires_grad_(True)
+        m.zero_grad()
+        with attnfused.use_backend(backend):
+            y = m(xi)
+            y.sum().backward()
+        if backend == "reference":
+            y_ref, dx_ref = y.detach(), xi.grad
+            g_ref = {n: p.grad.clone() for n, p in m.named_parameters()}
+    assert_close(y.detach(), y_ref, torch.float64, "y")
+    assert_close(xi.grad, dx_ref, torch.float64, "dx")
+    for n, p in m.named_parameters():
+        assert_close(p.grad, g_ref[n], torch.float64, n)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_mixed_layouts_of_x_and_dy(layout):
+    """dy in the other layout than x is read natively; dx follows x."""
+    m = make_block("cbam_conv", 6, torch.float64)
+    x = make_input((2, 6, 5, 3), torch.float64, layout)
+    other = "nchw" if layout == "channels_last" else "channels_last"
+    dy = make_input((2, 6, 5, 3), torch.float64, other, seed=3)
+    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+    assert_close(dx, dx_ref, torch.float64, "dx")
+    for n in g_ref:
+        assert_close(g[n], g_ref[n], torch.float64, n)
+
+
+@pytest.mark.parametrize("block", ["se_max", "ca_fc", "spatial3", "cbam_fc"])
+def test_max_ties_go_to_first_index(block):
+    """Ties in max pooling send the whole gradient to the first maximal element, as eager does."""
+    m = make_block(block, 4, torch.float64)
+    x = torch.zeros(2, 4, 3, 5, dtype=torch.float64, device=DEVICE)
+    x[:, :, 1:, :] = 1.0  # every channel has 10 tied maxima; every pixel ties across channels
+    dy = make_input((2, 4, 3, 5), torch.float64, "nchw", seed=3)
+    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+    assert_close(y, y_ref, torch.float64, "y")
+    assert_close(dx, dx_ref, torch.float64, "dx")
+    for n in g_ref:
+        assert_close(g[n], g_ref[n], torch.float64, n)
+
+
+@pytest.mark.parametrize("block", ["se_avg", "se_max", "spatial3", "cbam_fc"])
+def test_nan_propagates_like_eager(block):
+    m = make_block(block, 4, torch.float32)
+    x = make_input((2, 4, 3, 5), torch.float32, "nchw")
+    x[0, 1, 2, 3] = float("nan")
+    with attnfused.use_backend("reference"):
+        y_ref = m(x)
+    with attnfused.use_backend("triton"):
+        y = m(x)
+    assert torch.equal(torch.isnan(y), torch.isnan(y_ref))
+    assert_close(y.nan_to_num(0.0), y_ref.nan_to_num(0.0), torch.float32, "y")
+
+
+@pytest.mark.parametrize("block", ["se_max", "eca", "cbam_conv", "spatial7"])
+def test_empty_batch(block):
+    m = make_block(block, 5, torch.float32)
+    x = torch.zeros(0, 5, 4, 4, device=DEVICE, requires_grad=True)
+    with attnfused.use_backend("triton"):
+        y = m(x)
+        y.sum().backward()
+    assert y.shape == x.shape
+    assert x.grad.shape == x.shape
+    for p in m.parameters():
+        assert p.grad is not None and torch.all(p.grad == 0)
+
+
+def test_no_grad_and_inference_mode():
+    m = make_block("cbam_fc", 6, torch.float32)
+    x = make_input((2, 6, 4, 5), torch.float32, "nchw")
+    with attnfused.use_backend("reference"):
+        y_ref = m(x)
+    with attnfused.use_backend("triton"):
+        with torch.no_grad():
+            y1 = m(x)
+        with torch.inference_mode():
+            y2 = m(x)
+    assert not y1.requires_grad
+    assert_close(y1, y_ref.detach(), torch.float32, "no_grad")
+    assert_close(y2, y_ref.detach(), torch.float32, "inference_mode")
+
+
+def test_weights_in_another_dtype_than_x():
+    """fp32 weights with fp64 x (as fp32 weights meet bf16 activations under autocast)."""
+    m = make_block("cbam_fc", 6, torch.float32)
+    x = make_input((2, 6, 4, 5), torch.float64, "nchw", seed=5).requires_grad_(True)
+    with attnfused.use_backend("triton"):
+        y = m(x)
+        y.sum().backward()
+    assert y.dtype == torch.float64
+    for p in m.parameters():
+        assert p.grad.dtype == torch.float32
+    m64 = make_block("cbam_fc", 6, torch.float64)
+    with attnfused.use_backend("reference"):
+        y_ref = m64(x.detach())
+    torch.testing.assert_close(y.detach(), y_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_autocast():
+    """Under autocast the block sees low-precision x and fp32 weights; gates stay in fp32."""
+    half = torch.bfloat16
+    m = make_block("cbam_fc", 6, torch.float32)
+    x = make_input((2, 6, 4, 5), torch.float32, "nchw")
+    with torch.autocast(DEVICE.type, dtype=half):
+        xh = x.to(half).requires_grad_(True)
+        with attnfused.use_backend("triton"):
+            y = m(xh)
+        y.float().sum().backward()
+    assert y.dtype == half and xh.grad.dtype == half
+    with attnfused.use_backend("reference"):
+        y_ref = m(xh.detach().float())
+    torch.testing.assert_close(y.float(), y_ref.detach(), rtol=3e-2, atol=3e-2)
