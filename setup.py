@@ -17,5 +17,5 @@ setup(
     python_requires=">=3.9",
     # numpy: the Triton interpreter (CPU runs of the Triton kernels) needs it.
     install_requires=["torch>=2.4", "numpy"],
-    extras_require={"test": ["pytest>=7", "expecttest"]},
+    extras_require={"test": ["pytest>=7", "expecttest"], "bench": ["matplotlib"]},
 )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 
 def positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Any integer type (``int``, ``numpy.int64``, ...) >= 1, returned as ``int``; not bool/float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def one_of(name: str, value: object, choices: Sequence[object]) -> object:

@@ -15,6 +15,7 @@ from ._args import eca_kernel_size, hidden_width, one_of, positive_int
 
 def _fc_layers(channels: int, ratio: int) -> nn.Sequential:
     hidden = hidden_width(channels, ratio)
+    channels = int(channels)
     return nn.Sequential(
         nn.Linear(channels, hidden, bias=False), nn.ReLU(), nn.Linear(hidden, channels, bias=False)
     )
@@ -46,8 +47,8 @@ class ECABlock(nn.Module):
 
     def __init__(self, channels: int, gamma: float = 2, b: float = 1) -> None:
         super().__init__()
-        self.channels = channels
         self.conv = _eca_conv(channels, gamma, b)
+        self.channels = int(channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return AF.eca(x, self.conv.weight)

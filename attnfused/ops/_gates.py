@@ -32,7 +32,9 @@ def _logits_backward(
     """(ds, dw1, dw2) of ``z = G(s)`` given ``dz``."""
     if gate == "fc":
         h = s @ w1.t()
-        dh = (dz @ w2) * (h > 0)
+        # As eager's threshold_backward: exactly 0 where h <= 0, even for an infinite dz (a
+        # product with the mask would give inf * 0 = NaN), and NaN where h is NaN.
+        dh = torch.where(h <= 0, 0.0, dz @ w2)
         return dh @ w1, dh.t() @ s, dz.t() @ F.relu(h)
     k = w1.shape[-1]
     pad = _conv1d_pad(w1)

@@ -1,0 +1,110 @@
+"""``python -m attnfused.bench``: microbenchmarks against eager and torch.compile, plus a traffic report."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import kernels
+from .cases import BLOCKS, RESNET50_STAGES, parse_shape
+from .micro import default_impls, rows_as_dicts, run_group, stderr_progress
+from .report import metadata, micro_table, traffic_table, write_results
+from .timing import copy_bandwidth_gbs
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+
+
+def available_providers(device: torch.device) -> list[str]:
+    """attnfused kernel providers that can run on ``device`` in this process."""
+    found = []
+    for name in kernels.provider_names():
+        try:
+            kernels.load_provider(name, device)
+        except RuntimeError:
+            continue
+        found.append(name)
+    return found
+
+
+def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m attnfused.bench", description=__doc__)
+    p.add_argument("--blocks", nargs="+", choices=list(BLOCKS), default=list(BLOCKS))
+    p.add_argument("--batch", nargs="+", type=int, default=[32, 128] if gpu else [8],
+                   help="batch sizes (default: 32 128 on a GPU, 8 on CPU)")
+    p.add_argument("--shape", nargs="+", type=parse_shape, default=RESNET50_STAGES,
+                   help="C,H,W per shape (default: the four ResNet-50 stages)")
+    p.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"] if gpu else ["fp32"])
+    p.add_argument("--fp16", action="store_true", help="add fp16 to the dtypes")
+    p.add_argument("--layout", nargs="+", choices=["nchw", "channels_last"],
+                   default=["nchw", "channels_last"] if gpu else ["nchw"])
+    p.add_argument("--mode", nargs="+", choices=["fwd", "fwdbwd"], default=["fwd", "fwdbwd"])
+    p.add_argument("--compile-modes", nargs="*",
+                   default=["default", "max-autotune-no-cudagraphs"] if gpu else ["default"],
+                   help="torch.compile modes to compare against (none: skip torch.compile)")
+    p.add_argument("--providers", nargs="*", default=None,
+                   help="attnfused providers to time (default: every one available on the device)")
+    p.add_argument("--no-traffic", action="store_true", help="skip the interpreter traffic report")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
+    p.add_argument("--tag", default="", help="suffix for the result file names")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny smoke configuration (one block, one small shape, forward only)")
+    args = p.parse_args(argv)
+    if args.fp16 and "fp16" not in args.dtype:
+        args.dtype.append("fp16")
+    if args.quick:
+        args.blocks, args.batch, args.shape = args.blocks[:1], [2], [(16, 8, 8)]
+        args.dtype, args.layout, args.mode, args.compile_modes = args.dtype[:1], args.layout[:1], ["fwd"], []
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args = parse_args(argv, device.type == "cuda")
+    providers = available_providers(device) if args.providers is None else args.providers
+    if device.type != "cuda":
+        print(
+            "attnfused.bench: no GPU here. Timing eager and torch.compile on CPU"
+            + (f" and the attnfused providers {providers}" if providers else " (no fused CPU provider is built yet)")
+            + "; the Triton kernels' GPU timings need a GPU. The traffic report below counts their bytes "
+            "in the Triton interpreter.",
+            file=sys.stderr,
+        )
+    impls = default_impls(device, providers, args.compile_modes)
+    dtypes = [DTYPES[d] for d in args.dtype]
+    biggest = max(b * c * h * w for b in args.batch for c, h, w in args.shape)
+    copy_gbs = {d: copy_bandwidth_gbs(biggest, d, device) for d in dtypes}
+    groups = [
+        (blk, b, chw, d, lay, mode)
+        for d in dtypes for lay in args.layout for mode in args.mode
+        for blk in args.blocks for b in args.batch for chw in args.shape
+    ]
+    say = stderr_progress(len(groups) * len(impls))
+    rows = []
+    for blk, b, chw, d, lay, mode in groups:
+        rows += run_group(blk, b, chw, d, lay, mode, impls, device, copy_gbs[d], say)
+    rows = rows_as_dicts(rows)
+
+    traffic = None
+    if not args.no_traffic:
+        from .traffic_report import SHAPE, run_in_subprocess
+
+        print("attnfused.bench: counting traffic in the Triton interpreter ...", file=sys.stderr, flush=True)
+        traffic = run_in_subprocess()
+
+    meta = metadata(device, {str(d).replace("torch.", ""): v for d, v in copy_gbs.items()})
+    print(f"\n{meta['device']}  torch {meta['torch']}  triton {meta['triton']}  {meta['date']}")
+    print("copy bandwidth (GB/s, read+write): " + ", ".join(f"{k} {v:.1f}" for k, v in meta["copy_bandwidth_gbs"].items()))
+    print("GB/s counts the minimal bytes (forward 2 N, forward+backward 5 N elements).\n")
+    print(micro_table(rows))
+    if traffic is not None:
+        print(f"\nTraffic in passes over x (bytes / N*elem_size), counted in the Triton interpreter on {SHAPE}:")
+        print(traffic_table(traffic))
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", meta["device"]).strip("-").lower()
+    stem = f"bench-{slug}-{meta['date'][:10]}" + (f"-{args.tag}" if args.tag else "")
+    for path in write_results(args.out, stem, meta, rows, traffic):
+        print(f"wrote {path}")
+    return 0 if all(r["error"] is None for r in rows) else 1

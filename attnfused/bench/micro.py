@@ -1,0 +1,142 @@
+"""Per-block microbenchmarks: eager, torch.compile and each attnfused provider on the same tensors."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+import attnfused
+
+from .cases import BLOCKS, minimal_bytes
+from .timing import time_ms
+
+
+@dataclass
+class Impl:
+    """One contender: an attnfused backend, optionally wrapped in ``torch.compile(mode=...)``."""
+
+    name: str
+    backend: str
+    compile_mode: Optional[str] = None
+
+
+@dataclass
+class Row:
+    block: str
+    batch: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    layout: str
+    mode: str  # "fwd" (inference, no_grad) or "fwdbwd" (forward + input and weight gradients)
+    impl: str
+    ms: Optional[float] = None
+    gbs: Optional[float] = None  # minimal bytes (cases.minimal_bytes) / time
+    frac_copy: Optional[float] = None  # gbs / measured device copy bandwidth
+    speedup_vs_eager: Optional[float] = None
+    speedup_vs_compile: Optional[float] = None
+    peak_mb: Optional[float] = None  # CUDA only, fwdbwd: peak allocation above the inputs
+    error: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+
+def default_impls(device: torch.device, providers: list[str], compile_modes: list[str]) -> list[Impl]:
+    impls = [Impl("eager", "reference")]
+    impls += [Impl(f"compile:{m}", "reference", m) for m in compile_modes]
+    impls += [Impl(f"attnfused:{p}", p) for p in providers]
+    return impls
+
+
+def _make_call(m: torch.nn.Module, impl: Impl, x: torch.Tensor, dy: torch.Tensor, mode: str) -> Callable[[], object]:
+    target = torch.compile(m, mode=None if impl.compile_mode == "default" else impl.compile_mode) if impl.compile_mode else m
+    params = [p for p in m.parameters()]
+
+    if mode == "fwd":
+        def call():
+            with attnfused.use_backend(impl.backend), torch.no_grad():
+                return target(x)
+    else:
+        xg = x.detach().requires_grad_(True)
+
+        def call():
+            with attnfused.use_backend(impl.backend):
+                y = target(xg)
+                # autograd.grad, not backward(): accumulating into .grad would add a pass over dx.
+                return torch.autograd.grad(y, [xg, *params], dy)
+    return call
+
+
+def _peak_mb(call: Callable[[], object], device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = call()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
+
+
+def run_group(
+    block: str, batch: int, chw: tuple[int, int, int], dtype: torch.dtype, layout: str, mode: str,
+    impls: list[Impl], device: torch.device, copy_gbs: float, progress: Callable[[str], None],
+) -> list[Row]:
+    """All implementations on one (block, shape, dtype, layout, mode), then the speed-ups."""
+    c, h, w = chw
+    torch.manual_seed(0)
+    m = BLOCKS[block](c).to(device, dtype)
+    x = torch.randn(batch, c, h, w, device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    dy = torch.randn_like(x)
+    nbytes = minimal_bytes(x.numel(), x.element_size(), mode)
+    rows = []
+    for impl in impls:
+        row = Row(block, batch, c, h, w, str(dtype).replace("torch.", ""), layout, mode, impl.name)
+        try:
+            call = _make_call(m, impl, x, dy, mode)
+            row.ms = time_ms(call, device)
+            row.gbs = nbytes / (row.ms * 1e-3) / 1e9
+            row.frac_copy = row.gbs / copy_gbs if copy_gbs else None
+            if mode == "fwdbwd":
+                row.peak_mb = _peak_mb(call, device)
+        except Exception as e:  # a contender that fails is reported, not fatal to the run
+            row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        progress(_progress_line(row))
+        rows.append(row)
+    by = {r.impl: r.ms for r in rows}
+    for r in rows:
+        if r.ms is None:
+            continue
+        if by.get("eager"):
+            r.speedup_vs_eager = by["eager"] / r.ms
+        if by.get("compile:default"):
+            r.speedup_vs_compile = by["compile:default"] / r.ms
+    return rows
+
+
+def _progress_line(r: Row) -> str:
+    what = f"{r.block} {r.batch}x{r.channels}x{r.height}x{r.width} {r.dtype} {r.layout} {r.mode} {r.impl}"
+    if r.error:
+        return f"{what}: FAILED {r.error}"
+    return f"{what}: {r.ms:.3f} ms, {r.gbs:.1f} GB/s"
+
+
+def rows_as_dicts(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def stderr_progress(total: int) -> Callable[[str], None]:
+    count = [0]
+
+    def say(line: str) -> None:
+        count[0] += 1
+        print(f"[{count[0]}/{total}] {line}", file=sys.stderr, flush=True)
+
+    return say
