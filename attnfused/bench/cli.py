@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,14 +43,16 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     p.add_argument("--layout", nargs="+", choices=["nchw", "channels_last"],
                    default=["nchw", "channels_last"] if gpu else ["nchw"])
     p.add_argument("--mode", nargs="+", choices=["fwd", "fwdbwd"], default=["fwd", "fwdbwd"])
-    p.add_argument("--compile-modes", nargs="*",
-                   default=["default", "max-autotune-no-cudagraphs"] if gpu else ["default"],
-                   help="torch.compile modes to compare against (none: skip torch.compile)")
+    p.add_argument("--compile-modes", nargs="*", default=None,
+                   help="torch.compile modes to compare against; empty: skip torch.compile (default: "
+                   "default and max-autotune-no-cudagraphs on a GPU, default on CPU, none with --quick)")
     p.add_argument("--providers", nargs="*", default=None,
                    help="attnfused providers to time (default: every one available on the device)")
     p.add_argument("--no-traffic", action="store_true", help="skip the interpreter traffic report")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     p.add_argument("--tag", default="", help="suffix for the result file names")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop starting new rows after this many minutes (GPU sessions are time-boxed)")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke configuration (one block, one small shape, forward only)")
     args = p.parse_args(argv)
@@ -57,7 +60,9 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
         args.dtype.append("fp16")
     if args.quick:
         args.blocks, args.batch, args.shape = args.blocks[:1], [2], [(16, 8, 8)]
-        args.dtype, args.layout, args.mode, args.compile_modes = args.dtype[:1], args.layout[:1], ["fwd"], []
+        args.dtype, args.layout, args.mode = args.dtype[:1], args.layout[:1], ["fwd"]
+    if args.compile_modes is None:
+        args.compile_modes = [] if args.quick else ["default", "max-autotune-no-cudagraphs"] if gpu else ["default"]
     return args
 
 
@@ -84,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     say = stderr_progress(len(groups) * len(impls))
     rows = []
-    for blk, b, chw, d, lay, mode in groups:
+    start = time.monotonic()
+    for i, (blk, b, chw, d, lay, mode) in enumerate(groups):
+        if args.max_minutes is not None and time.monotonic() - start > 60 * args.max_minutes:
+            print(f"attnfused.bench: --max-minutes reached, {len(groups) - i} of {len(groups)} groups not run",
+                  file=sys.stderr)
+            break
         rows += run_group(blk, b, chw, d, lay, mode, impls, device, copy_gbs[d], say)
     rows = rows_as_dicts(rows)
 

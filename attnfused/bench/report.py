@@ -103,18 +103,20 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> Optional[Path]:
     except ImportError:
         print("attnfused.bench: matplotlib not installed, no plot written", file=sys.stderr)
         return None
-    ok = [r for r in rows if r["ms"] is not None and r["impl"] != "eager"]
+    ok = [r for r in rows if r["ms"] is not None]
     if not ok:
         return None
     groups = sorted({(r["dtype"], r["layout"], r["mode"]) for r in ok})
-    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 3.2 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(14, 3.8 * len(groups)), squeeze=False)
     for gi, (dtype, layout, mode) in enumerate(groups):
         sel = [r for r in ok if (r["dtype"], r["layout"], r["mode"]) == (dtype, layout, mode)]
         labels = sorted({(r["block"], r["batch"], r["channels"], r["height"]) for r in sel})
-        impls = sorted({r["impl"] for r in sel})
-        width = 0.8 / max(len(impls), 1)
-        for col, key, ylabel in ((0, "speedup_vs_eager", "speed-up vs eager"), (1, "frac_copy", "fraction of copy bandwidth")):
+        panels = ((0, "speedup_vs_eager", "speed-up vs eager"), (1, "frac_copy", "fraction of copy bandwidth"))
+        for col, key, ylabel in panels:
             ax = axes[gi][col]
+            # Eager is the unit of the speed-up panel; it shows only in the bandwidth panel.
+            impls = sorted({r["impl"] for r in sel if col == 1 or r["impl"] != "eager"})
+            width = 0.8 / max(len(impls), 1)
             for ii, impl in enumerate(impls):
                 vals = []
                 for lab in labels:
@@ -122,12 +124,12 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> Optional[Path]:
                     vals.append(match[0][key] if match and match[0][key] is not None else 0.0)
                 ax.bar([i + ii * width for i in range(len(labels))], vals, width, label=impl)
             ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))])
-            ax.set_xticklabels([f"{b}\n{n}x{c}x{h}²" for b, n, c, h in labels], fontsize=6)
+            ax.set_xticklabels([f"{b} {n}x{c}x{h}²" for b, n, c, h in labels], fontsize=6, rotation=60, ha="right")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{dtype} {layout} {mode}", fontsize=9)
             if col == 0:
                 ax.axhline(1.0, color="k", lw=0.5)
-        axes[gi][0].legend(fontsize=7)
+            ax.legend(fontsize=7)
     fig.suptitle(f"attnfused on {meta['device']} ({meta['date'][:10]})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# All GPU evidence in one call: install, the whole test suite, the benchmark, one folder of logs.
+#
+#   bash benchmarks/gpu_all.sh [OUT_DIR]        (default: benchmarks/results/gpu-<UTC stamp>)
+#
+# For a GPU machine without network access that already has torch + triton (DESIGN.md §8), so the
+# install uses --no-build-isolation --no-deps. Environment knobs:
+#   BENCH_ARGS   extra arguments for `python -m attnfused.bench` (default: a run that fits ~6 min)
+#   TEST_ARGS    extra arguments for pytest
+# Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-benchmarks/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT_DIR"
+echo "attnfused gpu_all: writing to $OUT_DIR"
+
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  git rev-parse HEAD 2>/dev/null || true
+  nvidia-smi || true
+  python -c "import sys, torch, triton; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda); print('triton', triton.__version__); print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+} > "$OUT_DIR/env.txt" 2>&1
+
+step() {  # step NAME COMMAND...: run, log, record the exit code
+  local name=$1; shift
+  echo "== $name: $*"
+  "$@" > "$OUT_DIR/$name.log" 2>&1
+  local rc=$?
+  echo "$rc" > "$OUT_DIR/$name.rc"
+  echo "   rc=$rc, log $OUT_DIR/$name.log"
+  tail -n 3 "$OUT_DIR/$name.log"
+}
+
+step install pip install --no-build-isolation --no-deps -e .
+# shellcheck disable=SC2086
+step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-}
+# shellcheck disable=SC2086
+step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes 6 ${BENCH_ARGS:-}
+echo "attnfused gpu_all: done; results in $OUT_DIR"
