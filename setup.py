@@ -17,5 +17,6 @@ setup(
     python_requires=">=3.9",
     # numpy: the Triton interpreter (CPU runs of the Triton kernels) needs it.
     install_requires=["torch>=2.4", "numpy"],
-    extras_require={"test": ["pytest>=7", "expecttest"], "bench": ["matplotlib"]},
+    # torchvision: the end-to-end ResNet-50 benchmark (and its test).
+    extras_require={"test": ["pytest>=7", "expecttest", "torchvision"], "bench": ["matplotlib", "torchvision"]},
 )

@@ -5,7 +5,10 @@
 #
 # For a GPU machine without network access that already has torch + triton (DESIGN.md §8), so the
 # install uses --no-build-isolation --no-deps. Environment knobs:
-#   BENCH_ARGS   extra arguments for `python -m attnfused.bench` (default: a run that fits ~6 min)
+#   STEPS        which steps, in order (default "install tests bench"). A device command is capped at
+#                10 minutes: run "install tests" and "install bench" as two calls into one OUT_DIR.
+#   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, compile default
+#                mode, bf16 end to end, everything stopped after BENCH_MINUTES, default 6)
 #   TEST_ARGS    extra arguments for pytest
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
 set -u
@@ -31,9 +34,15 @@ step() {  # step NAME COMMAND...: run, log, record the exit code
   tail -n 3 "$OUT_DIR/$name.log"
 }
 
-step install pip install --no-build-isolation --no-deps -e .
-# shellcheck disable=SC2086
-step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-}
-# shellcheck disable=SC2086
-step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes 6 ${BENCH_ARGS:-}
+BENCH_ARGS=${BENCH_ARGS:---batch 32 --compile-modes default --e2e-precision bf16-autocast --e2e-impls eager attnfused compile}
+for s in ${STEPS:-install tests bench}; do
+  case $s in
+    install) step install pip install --no-build-isolation --no-deps -e . ;;
+    # shellcheck disable=SC2086
+    tests) step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-} ;;
+    # shellcheck disable=SC2086
+    bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
+    *) echo "unknown step $s" ;;
+  esac
+done
 echo "attnfused gpu_all: done; results in $OUT_DIR"

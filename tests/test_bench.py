@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from attnfused.bench.cli import main
 
 
@@ -18,3 +20,21 @@ def test_bench_quick(tmp_path, capsys):
     assert {"eager", "compile:default"} <= impls
     assert all(r["error"] is None and r["ms"] > 0 for r in data["micro"])
     assert "eager" in capsys.readouterr().out
+
+
+def test_e2e_resnet50_places_one_block_per_bottleneck():
+    """The end-to-end models: the block sits after bn3 of all 16 bottlenecks, and the model runs."""
+    pytest.importorskip("torchvision")
+    import torch
+
+    import attnfused
+    from attnfused.bench.e2e import resnet50_with
+
+    for name, cls in (("se", attnfused.SEBlock), ("eca", attnfused.ECABlock), ("cbam", attnfused.CBAMBlock)):
+        model = resnet50_with(name).eval()
+        blocks = [m for m in model.modules() if isinstance(m, cls)]
+        assert len(blocks) == 16
+        assert all(isinstance(b.bn3[1], cls) and b.bn3[1] is not None for layer in
+                   (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer)
+    with torch.no_grad(), attnfused.use_backend("reference"):
+        assert resnet50_with("cbam").eval()(torch.randn(1, 3, 32, 32)).shape == (1, 1000)

@@ -51,8 +51,17 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     p.add_argument("--no-traffic", action="store_true", help="skip the interpreter traffic report")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     p.add_argument("--tag", default="", help="suffix for the result file names")
+    p.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=None,
+                   help="end-to-end SE/ECA/CBAM-ResNet-50 runs (default: on with a GPU, off on CPU)")
+    p.add_argument("--e2e-models", nargs="+", default=["plain", "se", "eca", "cbam"])
+    p.add_argument("--e2e-impls", nargs="+", default=["eager", "attnfused", "compile", "compile+attnfused"])
+    p.add_argument("--e2e-modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
+    p.add_argument("--e2e-precision", nargs="+", choices=["fp32", "bf16-autocast"],
+                   default=["bf16-autocast", "fp32"] if gpu else ["fp32"])
+    p.add_argument("--e2e-batch", type=int, default=64 if gpu else 2)
+    p.add_argument("--e2e-image", type=int, default=224 if gpu else 64)
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop starting new rows after this many minutes (GPU sessions are time-boxed)")
+                   help="stop starting new rows (micro and e2e) after this many minutes; GPU time is boxed")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke configuration (one block, one small shape, forward only)")
     args = p.parse_args(argv)
@@ -61,6 +70,8 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     if args.quick:
         args.blocks, args.batch, args.shape = args.blocks[:1], [2], [(16, 8, 8)]
         args.dtype, args.layout, args.mode = args.dtype[:1], args.layout[:1], ["fwd"]
+    if args.e2e is None:
+        args.e2e = gpu and not args.quick
     if args.compile_modes is None:
         args.compile_modes = [] if args.quick else ["default", "max-autotune-no-cudagraphs"] if gpu else ["default"]
     return args
@@ -89,14 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     ]
     say = stderr_progress(len(groups) * len(impls))
     rows = []
-    start = time.monotonic()
+    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
     for i, (blk, b, chw, d, lay, mode) in enumerate(groups):
-        if args.max_minutes is not None and time.monotonic() - start > 60 * args.max_minutes:
+        if deadline is not None and time.monotonic() > deadline:
             print(f"attnfused.bench: --max-minutes reached, {len(groups) - i} of {len(groups)} groups not run",
                   file=sys.stderr)
             break
         rows += run_group(blk, b, chw, d, lay, mode, impls, device, copy_gbs[d], say)
     rows = rows_as_dicts(rows)
+
+    e2e_rows = None
+    if args.e2e:
+        from . import e2e
+
+        e2e_rows = e2e.run(device, args.e2e_models, args.e2e_impls, args.e2e_modes, args.e2e_precision,
+                           args.e2e_batch, args.e2e_image, stderr_progress(0), deadline)
 
     traffic = None
     if not args.no_traffic:
@@ -113,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if traffic is not None:
         print(f"\nTraffic in passes over x (bytes / N*elem_size), counted in the Triton interpreter on {SHAPE}:")
         print(traffic_table(traffic))
+    if e2e_rows is not None:
+        from .e2e import table as e2e_table
+
+        print("\nEnd to end (ResNet-50, channels_last; overhead removed = share of the blocks' cost over plain ResNet-50 that is gone):")
+        print(e2e_table(e2e_rows))
     slug = re.sub(r"[^A-Za-z0-9]+", "-", meta["device"]).strip("-").lower()
     stem = f"bench-{slug}-{meta['date'][:10]}" + (f"-{args.tag}" if args.tag else "")
-    for path in write_results(args.out, stem, meta, rows, traffic):
+    for path in write_results(args.out, stem, meta, rows, traffic, e2e_rows):
         print(f"wrote {path}")
-    return 0 if all(r["error"] is None for r in rows) else 1
+    failed = [r for r in rows + (e2e_rows or []) if r["error"] is not None]
+    return 0 if not failed else 1

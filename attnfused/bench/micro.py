@@ -137,6 +137,7 @@ def stderr_progress(total: int) -> Callable[[str], None]:
 
     def say(line: str) -> None:
         count[0] += 1
-        print(f"[{count[0]}/{total}] {line}", file=sys.stderr, flush=True)
+        where = f"{count[0]}/{total}" if total else f"{count[0]}"
+        print(f"[{where}] {line}", file=sys.stderr, flush=True)
 
     return say

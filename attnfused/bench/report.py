@@ -73,20 +73,27 @@ def traffic_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(out_dir: Path, stem: str, meta: dict, rows: list[dict], traffic: Optional[list[dict]]) -> list[Path]:
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "extra"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_results(
+    out_dir: Path, stem: str, meta: dict, rows: list[dict], traffic: Optional[list[dict]],
+    e2e: Optional[list[dict]] = None,
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps({"meta": meta, "micro": rows, "traffic": traffic}, indent=1))
+    path.write_text(json.dumps({"meta": meta, "micro": rows, "traffic": traffic, "e2e": e2e}, indent=1))
     written.append(path)
+    if e2e:
+        written.append(_write_csv(out_dir / f"{stem}-e2e.csv", e2e))
     if rows:
-        path = out_dir / f"{stem}.csv"
-        with path.open("w", newline="") as f:
-            fields = [k for k in rows[0] if k != "extra"]
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        written.append(path)
+        written.append(_write_csv(out_dir / f"{stem}.csv", rows))
         png = plot(out_dir / f"{stem}.png", meta, rows)
         if png:
             written.append(png)
@@ -129,7 +136,8 @@ def plot(path: Path, meta: dict, rows: list[dict]) -> Optional[Path]:
             ax.set_title(f"{dtype} {layout} {mode}", fontsize=9)
             if col == 0:
                 ax.axhline(1.0, color="k", lw=0.5)
-            ax.legend(fontsize=7)
+            if impls:
+                ax.legend(fontsize=7)
     fig.suptitle(f"attnfused on {meta['device']} ({meta['date'][:10]})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
