@@ -20,6 +20,18 @@ SHAPES = [
 ]
 
 
+def _assert_triton_matches_reference(m, x, dy, dtype):
+    """Forward, dx and every parameter gradient (same dtype too) agree; returns the fused (y, dx)."""
+    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+    assert_close(y, y_ref, dtype, "y")
+    assert_close(dx, dx_ref, dtype, "dx")
+    for name in g_ref:
+        assert g[name].dtype == g_ref[name].dtype
+        assert_close(g[name], g_ref[name], dtype, f"grad of {name}")
+    return y, dx
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -28,14 +40,8 @@ def test_matches_reference(block, shape, dtype, layout):
     m = make_block(block, shape[1], dtype)
     x = make_input(shape, dtype, layout)
     dy = make_input(shape, dtype, "nchw", seed=2)
-    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
-    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+    y, dx = _assert_triton_matches_reference(m, x, dy, dtype)
     assert y.dtype == dtype and dx.dtype == dtype
-    assert_close(y, y_ref, dtype, "y")
-    assert_close(dx, dx_ref, dtype, "dx")
-    for name in g_ref:
-        assert g[name].dtype == g_ref[name].dtype
-        assert_close(g[name], g_ref[name], dtype, f"grad of {name}")
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt), "output must keep the input's layout"
     assert dx.is_contiguous(memory_format=fmt), "dx must keep the input's layout"
@@ -69,11 +75,7 @@ def test_mixed_layouts_of_x_and_dy(layout):
     x = make_input((2, 6, 5, 3), torch.float64, layout)
     other = "nchw" if layout == "channels_last" else "channels_last"
     dy = make_input((2, 6, 5, 3), torch.float64, other, seed=3)
-    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
-    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
-    assert_close(dx, dx_ref, torch.float64, "dx")
-    for n in g_ref:
-        assert_close(g[n], g_ref[n], torch.float64, n)
+    _assert_triton_matches_reference(m, x, dy, torch.float64)
 
 
 @pytest.mark.parametrize("block", ["se_max", "ca_fc", "spatial3", "cbam_fc"])
@@ -83,12 +85,7 @@ def test_max_ties_go_to_first_index(block):
     x = torch.zeros(2, 4, 3, 5, dtype=torch.float64, device=DEVICE)
     x[:, :, 1:, :] = 1.0  # every channel has 10 tied maxima; every pixel ties across channels
     dy = make_input((2, 4, 3, 5), torch.float64, "nchw", seed=3)
-    y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
-    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
-    assert_close(y, y_ref, torch.float64, "y")
-    assert_close(dx, dx_ref, torch.float64, "dx")
-    for n in g_ref:
-        assert_close(g[n], g_ref[n], torch.float64, n)
+    _assert_triton_matches_reference(m, x, dy, torch.float64)
 
 
 @pytest.mark.parametrize("block", ["se_avg", "se_max", "spatial3", "cbam_fc"])
@@ -162,3 +159,42 @@ def test_autocast():
     with attnfused.use_backend("reference"):
         y_ref = m(xh.detach().float())
     torch.testing.assert_close(y.float(), y_ref.detach(), rtol=3e-2, atol=3e-2)
+
+
+@pytest.fixture
+def forced_split(monkeypatch):
+    """Make every Triton reduction split its loop as far as it can (as on a GPU with few tiles)."""
+    from attnfused.kernels.triton import PROVIDER
+
+    monkeypatch.setattr(PROVIDER, "min_programs", 1 << 20)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 70, 3, 5), (1, 20, 17, 19)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("block", ["se_avg", "se_max", "spatial7", "cbam_fc", "cbam_conv"])
+def test_split_reductions_match_reference(block, shape, layout, forced_split):
+    m = make_block(block, shape[1], torch.float64)
+    x = make_input(shape, torch.float64, layout)
+    dy = make_input(shape, torch.float64, "nchw", seed=2)
+    _assert_triton_matches_reference(m, x, dy, torch.float64)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
+def test_split_reductions_keep_first_index_ties(block, layout, forced_split):
+    m = make_block(block, 20, torch.float64)
+    x = torch.zeros(2, 20, 6, 7, dtype=torch.float64, device=DEVICE)
+    x[:, :, 2:, :] = 1.0  # maxima tied across several splits of H*W and of C
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    dy = make_input((2, 20, 6, 7), torch.float64, "nchw", seed=3)
+    _assert_triton_matches_reference(m, x, dy, torch.float64)
+
+
+def test_split_plan():
+    from attnfused.kernels.triton import _split
+
+    assert _split(1000, 3136, 16, 528) == (1, 3136)  # enough programs: one pass per program
+    n, length = _split(32, 3136, 16, 528)  # 32 programs, 196 blocks of P: split
+    assert n * 32 >= 528 and length % 16 == 0 and (n - 1) * length < 3136 <= n * length
+    assert _split(4, 10, 16, 528) == (1, 16)  # a single block cannot be split

@@ -48,10 +48,60 @@ def _small(t: Optional[Tensor], fallback: Tensor) -> Tensor:
     return fallback if t is None else t
 
 
+def _reduce_outputs(a: Tensor, n_split: int, n: int, want_max: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(sum, max, argmax) partials ``[B, n_split, n]``; without ``want_max`` the last two alias
+    ``sum`` (never read)."""
+    acc = acc_dtype(a.dtype)
+    shape = (a.shape[0], n_split, n)
+    out_sum = torch.empty(shape, dtype=acc, device=a.device)
+    if not want_max:
+        return out_sum, out_sum, out_sum
+    return out_sum, torch.empty_like(out_sum), torch.empty(shape, dtype=torch.int32, device=a.device)
+
+
+def _combine(parts: tuple[Tensor, Tensor, Tensor], divisor: int, want_max: bool):
+    """Fold the split partials in split order: sums add up; the max takes the first split holding
+    it (torch.max's first-index rule), so ties still go to the first index. One split: as is."""
+    out_sum, out_max, out_arg = parts
+    if out_sum.shape[1] == 1:
+        return out_sum.squeeze(1), out_max.squeeze(1), out_arg.squeeze(1)
+    total = out_sum.sum(1) / divisor
+    if not want_max:
+        return total, total, total
+    mx, which = out_max.max(1)
+    return total, mx, out_arg.gather(1, which.unsqueeze(1)).squeeze(1)
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _split(programs: int, loop_len: int, block: int, min_programs: int) -> tuple[int, int]:
+    """(n_split, SPLIT_LEN): split the reduction loop when ``programs`` alone cannot reach
+    ``min_programs`` (e.g. channels_last with few channel tiles, or CBAM's C-reduction at 7x7)."""
+    n_blocks = triton.cdiv(loop_len, block)
+    if programs >= min_programs or n_blocks < 2:
+        return 1, n_blocks * block
+    per = triton.cdiv(n_blocks, min(triton.cdiv(min_programs, programs), n_blocks))
+    return triton.cdiv(n_blocks, per), per * block
+
+
 class TritonProvider:
     """Kernel provider backed by Triton (compiled on CUDA, interpreted on CPU)."""
 
     name = "triton"
+    # Reductions split their loop until they launch this many programs. None: 4 per SM on a GPU
+    # (enough resident CTAs to keep HBM busy), 1 (never split) in the interpreter. Tests set it.
+    min_programs: Optional[int] = None
+
+    def _min_programs(self, device: torch.device) -> int:
+        if self.min_programs is not None:
+            return self.min_programs
+        if device.type != "cuda":
+            return 1
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if idx not in _SM_COUNT:
+            _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+        return 4 * _SM_COUNT[idx]
 
     def check_device(self, device: torch.device) -> None:
         if device.type == "cuda":
@@ -70,26 +120,25 @@ class TritonProvider:
     def _reduce_hw(self, a: Tensor, x: Optional[Tensor], want_max: bool, divisor: int, **terms):
         bsz, c, h, w = a.shape
         p = h * w
-        acc = acc_dtype(a.dtype)
-        out_sum = torch.empty((bsz, c), dtype=acc, device=a.device)
-        out_max = torch.empty((bsz, c), dtype=acc, device=a.device) if want_max else out_sum
-        out_arg = torch.empty((bsz, c), dtype=torch.int32, device=a.device) if want_max else out_sum
-        if a.numel() == 0:
-            return out_sum, out_max, out_arg
         a, sa_ = bcp_strides(a)
         x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
         bc, bp = _tile(c, p, channels_fastest(sa_), "p")
         n_ct = triton.cdiv(c, bc)
+        n_split, split_len = _split(bsz * n_ct, p, bp, self._min_programs(a.device))
+        parts = _reduce_outputs(a, n_split, c, want_max)
+        if a.numel() == 0:
+            return _combine(parts, divisor, want_max)
+        out_sum, out_max, out_arg = parts
         sa, da, dm, amc = (terms.get(k) for k in ("sa", "da", "dm", "amc"))
         with _device_ctx(a):
-            reduce_hw_kernel[(bsz * n_ct,)](
+            reduce_hw_kernel[(bsz * n_ct * n_split,)](
                 a, x, _small(sa, out_sum), _small(da, out_sum), _small(dm, out_sum), _small(amc, out_sum),
                 out_sum, out_max, out_arg,
-                c, p, n_ct, divisor, *sa_, *sx_,
+                c, p, n_ct, n_split, split_len, divisor if n_split == 1 else 1, *sa_, *sx_,
                 HAS_X=terms.get("has_x", False), HAS_SA=sa is not None, HAS_DA=da is not None,
                 HAS_DM=dm is not None, WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
             )
-        return out_sum, out_max, out_arg
+        return _combine(parts, divisor, want_max)
 
     def pool_hw(self, x: Tensor, want_max: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         h, w = x.shape[2:]
@@ -103,26 +152,25 @@ class TritonProvider:
     def _reduce_c(self, a: Tensor, x: Optional[Tensor], ca: Optional[Tensor], want_max: bool, divisor: int):
         bsz, c, h, w = a.shape
         p = h * w
-        acc = acc_dtype(a.dtype)
         has_x = x is not None
-        out_sum = torch.empty((bsz, p), dtype=acc, device=a.device)
-        out_max = torch.empty((bsz, p), dtype=acc, device=a.device) if want_max else out_sum
-        out_arg = torch.empty((bsz, p), dtype=torch.int32, device=a.device) if want_max else out_sum
-        if a.numel() == 0:
-            return out_sum, out_max, out_arg
         a, sa_ = bcp_strides(a)
         x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
         bc, bp = _tile(c, p, channels_fastest(sa_), "c")
         n_pt = triton.cdiv(p, bp)
+        n_split, split_len = _split(bsz * n_pt, c, bc, self._min_programs(a.device))
+        parts = _reduce_outputs(a, n_split, p, want_max)
+        if a.numel() == 0:
+            return _combine(parts, divisor, want_max)
+        out_sum, out_max, out_arg = parts
         with _device_ctx(a):
-            reduce_c_kernel[(bsz * n_pt,)](
+            reduce_c_kernel[(bsz * n_pt * n_split,)](
                 a, x, _small(ca, out_sum), out_sum, out_max, out_arg,
-                c, p, n_pt, divisor, *sa_, *sx_,
+                c, p, n_pt, n_split, split_len, divisor if n_split == 1 else 1, *sa_, *sx_,
                 HAS_X=has_x, HAS_CA=ca is not None,
-                ROUND_X1=ca is not None and not has_x and a.dtype != acc,
+                ROUND_X1=ca is not None and not has_x and a.dtype != out_sum.dtype,
                 WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
             )
-        return out_sum, out_max, out_arg
+        return _combine(parts, divisor, want_max)
 
     def pool_c(self, x: Tensor, ca: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         mean, mx, arg = self._reduce_c(x, None, ca, True, x.shape[1])

@@ -1,4 +1,6 @@
-"""Reductions over the channel axis C, one program per (sample, spatial tile): ``pool_c``, ``dot_c``.
+"""Reductions over the channel axis C, one program per (sample, spatial tile, C split): ``pool_c``, ``dot_c``.
+
+Partial results per split are combined by the launcher, as in ``_reduce_hw.py``.
 
 ``pool_c`` builds CBAM's spatial maps from ``x1 = x * ca`` on the fly (rounded to the input dtype
 first, as eager materialises ``x1`` in that dtype: the max and its argmax then match eager's bit for
@@ -15,12 +17,14 @@ from ._max import merge_max_argmax, tile_max_argmax
 def reduce_c_kernel(
     A, X, CA,  # A: x (pool) or dy (dot); X: x (dot only); CA: [B, C]
     OUT_SUM, OUT_MAX, OUT_ARG,  # [B, P]
-    C, P, n_ptiles, DIVISOR,
+    C, P, n_ptiles, n_split, SPLIT_LEN, DIVISOR,
     sab, sac, sap, sxb, sxc, sxp,
     HAS_X: tl.constexpr, HAS_CA: tl.constexpr, ROUND_X1: tl.constexpr,
     WANT_MAX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    split = pid % n_split
+    pid = pid // n_split
     b = (pid // n_ptiles).to(tl.int64)
     p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = p < P
@@ -30,7 +34,8 @@ def reduce_c_kernel(
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
     run_m = tl.full([BLOCK_P], float("-inf"), acc_ty)
     run_i = tl.zeros([BLOCK_P], dtype=tl.int32)
-    for c0 in range(0, C, BLOCK_C):
+    c_begin = split * SPLIT_LEN
+    for c0 in range(c_begin, tl.minimum(c_begin + SPLIT_LEN, C), BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
         c64 = c.to(tl.int64)
@@ -48,7 +53,7 @@ def reduce_c_kernel(
             m, i = tile_max_argmax(v, c[:, None] + tl.zeros([BLOCK_C, BLOCK_P], tl.int32), mask, 0)
             run_m, run_i = merge_max_argmax(run_m, run_i, m, i)
 
-    out = b * P + p64
+    out = (b * n_split + split) * P + p64  # partials [B, n_split, P]
     tl.store(OUT_SUM + out, tl.sum(acc, axis=0) / DIVISOR, mask=pmask)
     if WANT_MAX:
         tl.store(OUT_MAX + out, run_m, mask=pmask)

@@ -1,8 +1,12 @@
-"""Reductions over the spatial axis P, one program per (sample, channel tile): ``pool_hw``, ``dot_hw``.
+"""Reductions over the spatial axis P, one program per (sample, channel tile, P split): ``pool_hw``, ``dot_hw``.
 
-Each program streams its ``[BLOCK_C, P]`` slab once. In the ``dot`` form it folds CBAM's "mid"
-gradient ``m = dy*sa + da + dm*[c == amc]`` into the same pass, so ``dca = sum_P m * x`` costs one
-read of ``dy`` and ``x`` and ``m`` never exists in memory.
+Each program streams its ``[BLOCK_C, SPLIT_LEN]`` slab once and writes one partial result; with
+more than one split (too few (sample, channel tile) programs to fill the GPU) the launcher combines
+the ``[B, n_split, C]`` partials in split order, so the result stays deterministic.
+
+In the ``dot`` form it folds CBAM's "mid" gradient ``m = dy*sa + da + dm*[c == amc]`` into the
+same pass, so ``dca = sum_P m * x`` costs one read of ``dy`` and ``x`` and ``m`` never exists in
+memory.
 """
 
 import triton
@@ -15,12 +19,14 @@ from ._max import merge_max_argmax, tile_max_argmax
 def reduce_hw_kernel(
     A, X, SA, DA, DM, AMC,  # A: x (pool) or dy (dot); X: x (dot only); SA..AMC: [B, P] terms of m
     OUT_SUM, OUT_MAX, OUT_ARG,  # [B, C]
-    C, P, n_ctiles, DIVISOR,
+    C, P, n_ctiles, n_split, SPLIT_LEN, DIVISOR,
     sab, sac, sap, sxb, sxc, sxp,
     HAS_X: tl.constexpr, HAS_SA: tl.constexpr, HAS_DA: tl.constexpr, HAS_DM: tl.constexpr,
     WANT_MAX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    split = pid % n_split
+    pid = pid // n_split
     b = (pid // n_ctiles).to(tl.int64)  # 64-bit: b * stride can pass 2**31
     c = (pid % n_ctiles) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
@@ -30,7 +36,8 @@ def reduce_hw_kernel(
     acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=acc_ty)
     run_m = tl.full([BLOCK_C], float("-inf"), acc_ty)
     run_i = tl.zeros([BLOCK_C], dtype=tl.int32)
-    for p0 in range(0, P, BLOCK_P):
+    p_begin = split * SPLIT_LEN
+    for p0 in range(p_begin, tl.minimum(p_begin + SPLIT_LEN, P), BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         pmask = p < P
         p64 = p.to(tl.int64)
@@ -53,7 +60,7 @@ def reduce_hw_kernel(
             m, i = tile_max_argmax(v, p[None, :] + tl.zeros([BLOCK_C, BLOCK_P], tl.int32), mask, 1)
             run_m, run_i = merge_max_argmax(run_m, run_i, m, i)
 
-    out = b * C + c64
+    out = (b * n_split + split) * C + c64  # partials [B, n_split, C]
     tl.store(OUT_SUM + out, tl.sum(acc, axis=1) / DIVISOR, mask=cmask)
     if WANT_MAX:
         tl.store(OUT_MAX + out, run_m, mask=cmask)
