@@ -7,6 +7,7 @@ and :mod:`attnfused.modules`.
 
 from . import functional, reference
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
+from .spec import ChannelSpec, SpatialSpec
 from .modules import (
     CBAMBlock,
     Channel_Attention_Module_Conv,
@@ -14,6 +15,7 @@ from .modules import (
     ChannelAttentionConv,
     ChannelAttentionFC,
     ECABlock,
+    FusedAttention,
     SEBlock,
     Spatial_Attention_Module,
     SpatialAttention,
@@ -28,6 +30,9 @@ __all__ = [
     "use_backend",
     "functional",
     "reference",
+    "ChannelSpec",
+    "SpatialSpec",
+    "FusedAttention",
     "SEBlock",
     "ECABlock",
     "CBAMBlock",

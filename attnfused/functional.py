@@ -15,50 +15,117 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
-from . import reference
+from . import ops, reference
 from ._backend import use_reference
 from ._validate import check_choice, check_odd_kernel, check_weight, check_x
-from .ops import attention
+from .spec import ChannelSpec, SpatialSpec
 
-__all__ = ["channel_gate", "se", "eca", "channel_attention", "spatial_attention", "cbam"]
+__all__ = ["attention", "channel_gate", "se", "eca", "channel_attention", "spatial_attention", "cbam"]
 
 GATES = ("fc", "conv")
 POOLS = ("avg", "max", "avgmax")
 
 
-def _check_channel_weights(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str) -> None:
+def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
     c = x.shape[1]
-    check_choice("gate", gate, GATES)
-    if gate == "fc":
-        check_weight("w1", w1, (None, c), x)
-        check_weight("w2", w2, (c, w1.shape[0]), x)
-    else:
+    if spec.gate == "conv":
         check_weight("w1", w1, (1, 1, None), x)
         check_odd_kernel("w1", w1.shape[-1])
-        if w2 is not None:
-            raise ValueError("w2 must be None for the 'conv' gate (it has a single 1-D kernel)")
+        for name, t in (("b1", b1), ("w2", w2), ("b2", b2)):
+            if t is not None:
+                raise ValueError(f"{name} must be None for the 'conv' gate (it has a single 1-D kernel, no bias)")
+        return
+    check_weight("w1", w1, (None,) * w1.dim() if isinstance(w1, Tensor) else (None, c), x)
+    hidden = w1.shape[0]
+    if w1.numel() != hidden * c or w1.dim() < 2:
+        raise ValueError(f"w1 must view as [hidden, {c}] (x has C={c}), got {tuple(w1.shape)}")
+    if spec.gate == "linear":
+        if hidden != c:
+            raise ValueError(f"w1 must be [{c}, {c}] for the 'linear' gate, got {tuple(w1.shape)}")
+        if w2 is not None or b2 is not None:
+            raise ValueError("w2 and b2 must be None for the 'linear' gate (one layer)")
+    else:
+        check_weight("w2", w2, (None,) * w2.dim() if isinstance(w2, Tensor) else (c, hidden), x)
+        if w2.shape[0] != c or w2.numel() != c * hidden:
+            raise ValueError(f"w2 must view as [{c}, {hidden}], got {tuple(w2.shape)}")
+        if b2 is not None:
+            check_weight("b2", b2, (c,), x)
+    if b1 is not None:
+        check_weight("b1", b1, (hidden,), x)
 
 
-def _check_spatial_weight(x: Tensor, sw: Tensor) -> None:
-    check_weight("spatial_weight", sw, (1, 2, None, None), x)
+def _check_spatial(x: Tensor, spec: SpatialSpec, sw, sb, bn_weight, bn_bias, bn_mean, bn_var) -> None:
+    check_weight("spatial_weight", sw, (1, spec.n_maps, None, None), x)
     if sw.shape[2] != sw.shape[3]:
-        raise ValueError(f"spatial_weight must be square [1, 2, k, k], got {tuple(sw.shape)}")
+        raise ValueError(f"spatial_weight must be square [1, {spec.n_maps}, k, k], got {tuple(sw.shape)}")
     check_odd_kernel("spatial_weight", sw.shape[-1])
+    named = (("spatial_bias", sb), ("bn_weight", bn_weight), ("bn_bias", bn_bias), ("bn_mean", bn_mean), ("bn_var", bn_var))
+    for name, t in named:
+        if t is not None:
+            check_weight(name, t, (1,), x)
+    if not spec.norm and any(t is not None for _, t in named[1:]):
+        raise ValueError("BatchNorm parameters given but the SpatialSpec has norm=False")
+    if (bn_mean is None) != (bn_var is None):
+        raise ValueError("bn_mean and bn_var must be given together (running statistics)")
+
+
+def attention(
+    x: Tensor,
+    channel: Optional[ChannelSpec] = None, w1: Optional[Tensor] = None, b1: Optional[Tensor] = None,
+    w2: Optional[Tensor] = None, b2: Optional[Tensor] = None,
+    spatial: Optional[SpatialSpec] = None, sw: Optional[Tensor] = None, sb: Optional[Tensor] = None,
+    bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None,
+    bn_mean: Optional[Tensor] = None, bn_var: Optional[Tensor] = None,
+    bn_eps: float = 1e-5, bn_train: bool = False, bn_momentum: float = 0.1,
+) -> Tensor:
+    """Any member of the gate family (:mod:`attnfused.spec`): ``y = x * ca * sa``.
+
+    Channel weights: ``"fc"`` ``w1`` ``[hidden, C]`` (or a 1x1 conv's ``[hidden, C, 1, 1]``),
+    optional ``b1``, ``w2`` ``[C, hidden]``, optional ``b2``; ``"linear"`` ``w1`` ``[C, C]``, optional
+    ``b1``; ``"conv"`` ``w1`` ``[1, 1, k]``. Spatial: ``sw`` ``[1, maps, k, k]``, optional ``sb``
+    ``[1]``, and with ``spatial.norm`` the BatchNorm's ``bn_*`` (``[1]`` each, running statistics
+    optional). In training (``bn_train``) the BatchNorm uses batch statistics and the running ones
+    are updated in place with ``bn_momentum``, as ``F.batch_norm`` does.
+    """
+    check_x(x)
+    if channel is None and spatial is None:
+        raise ValueError("attention needs a channel spec, a spatial spec, or both")
+    if channel is not None:
+        _check_channel(x, channel, w1, b1, w2, b2)
+    if spatial is not None:
+        _check_spatial(x, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var)
+    args = (channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train)
+    if use_reference(x):
+        return reference.attention(x, *args, bn_momentum)
+    y, moments = ops.attention(x, *args)
+    if moments is not None and bn_mean is not None:
+        _update_running_stats(moments, bn_mean, bn_var, bn_momentum, x.shape[0] * x.shape[2] * x.shape[3])
+    return y
+
+
+def _update_running_stats(moments: Tensor, mean: Tensor, var: Tensor, momentum: float, n: int) -> None:
+    """As BatchNorm in training: unbiased batch variance into the running variance."""
+    with torch.no_grad():
+        batch_mean, batch_var = moments.to(mean.dtype).unbind()
+        mean.mul_(1 - momentum).add_(batch_mean * momentum)
+        var.mul_(1 - momentum).add_(batch_var * (n / max(n - 1, 1)) * momentum)
 
 
 def channel_gate(
     x: Tensor, w1: Tensor, w2: Optional[Tensor] = None, gate: str = "fc", pool: str = "avg"
 ) -> Tensor:
     """``x * sigmoid(G(pool(x)))``: SE (``gate="fc"``), ECA (``gate="conv"``), CBAM's channel stage
-    (``pool="avgmax"``: the gate on avg and max stats, summed before the sigmoid)."""
-    check_x(x)
-    _check_channel_weights(x, w1, w2, gate)
+    (``pool="avgmax"``: the gate on avg and max stats, summed before the sigmoid). No biases."""
+    check_choice("gate", gate, GATES)
     check_choice("pool", pool, POOLS)
-    if use_reference(x):
-        return reference.channel_gate(x, w1, w2, gate, pool)
-    return attention(x, w1, w2, gate, pool, None)
+    check_x(x)
+    if gate == "fc":  # the source's layout, checked strictly (the family also takes 1x1 convs)
+        check_weight("w1", w1, (None, x.shape[1]), x)
+        check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+    return attention(x, ChannelSpec(gate=gate, pool=pool), w1, None, w2)
 
 
 def se(x: Tensor, w1: Tensor, w2: Tensor, pool: str = "avg") -> Tensor:
@@ -79,18 +146,14 @@ def channel_attention(x: Tensor, w1: Tensor, w2: Optional[Tensor] = None, gate: 
 
 def spatial_attention(x: Tensor, weight: Tensor) -> Tensor:
     """CBAM spatial attention: ``weight`` ``[1, 2, k, k]`` over the maps ``[max_C x, mean_C x]``."""
-    check_x(x)
-    _check_spatial_weight(x, weight)
-    if use_reference(x):
-        return reference.spatial_attention(x, weight)
-    return attention(x, None, None, "fc", "avg", weight)
+    return attention(x, spatial=SpatialSpec(), sw=weight)
 
 
 def cbam(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spatial_weight: Tensor) -> Tensor:
     """CBAM: channel attention (``gate`` "fc" or "conv") then spatial attention, as one fused block."""
+    check_choice("gate", gate, GATES)
     check_x(x)
-    _check_channel_weights(x, w1, w2, gate)
-    _check_spatial_weight(x, spatial_weight)
-    if use_reference(x):
-        return reference.cbam(x, w1, w2, gate, spatial_weight)
-    return attention(x, w1, w2, gate, "avgmax", spatial_weight)
+    if gate == "fc":
+        check_weight("w1", w1, (None, x.shape[1]), x)
+        check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+    return attention(x, ChannelSpec(gate=gate, pool="avgmax"), w1, None, w2, None, SpatialSpec(), spatial_weight)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .spec import ChannelSpec, SpatialSpec
+
 __all__ = [
     "channel_gate",
     "se",
@@ -30,6 +32,7 @@ __all__ = [
     "channel_attention",
     "spatial_attention",
     "cbam",
+    "attention",
 ]
 
 
@@ -88,3 +91,60 @@ def cbam(
 ) -> Tensor:
     """CBAM: channel attention (``gate`` "fc" or "conv", avg+max pooling), then spatial attention."""
     return spatial_attention(channel_attention(x, w1, w2, gate), spatial_weight)
+
+
+# -- the gate family (attnfused.spec) -----------------------------------------------------------
+
+
+def _gate_fn(z: Tensor, name: str) -> Tensor:
+    return torch.sigmoid(z) if name == "sigmoid" else F.hardsigmoid(z)
+
+
+def _family_logits(s: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> Tensor:
+    if spec.gate == "fc":
+        h = F.linear(s, w1.reshape(w1.shape[0], -1), b1)
+        h = F.relu(h) if spec.act == "relu" else F.silu(h)
+        return F.linear(h, w2.reshape(w2.shape[0], -1), b2)
+    if spec.gate == "linear":
+        return F.linear(s, w1.reshape(w1.shape[0], -1), b1)
+    k = w1.shape[-1]
+    s1 = s.unsqueeze(1)
+    if spec.conv_padding == "circular":
+        return F.conv1d(F.pad(s1, ((k - 1) // 2, (k - 1) // 2), mode="circular"), w1.view(1, 1, k)).squeeze(1)
+    return F.conv1d(s1, w1.view(1, 1, k), padding=(k - 1) // 2).squeeze(1)
+
+
+def attention(
+    x: Tensor,
+    channel: Optional[ChannelSpec] = None, w1: Optional[Tensor] = None, b1: Optional[Tensor] = None,
+    w2: Optional[Tensor] = None, b2: Optional[Tensor] = None,
+    spatial: Optional[SpatialSpec] = None, sw: Optional[Tensor] = None, sb: Optional[Tensor] = None,
+    bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None,
+    bn_mean: Optional[Tensor] = None, bn_var: Optional[Tensor] = None,
+    bn_eps: float = 1e-5, bn_train: bool = False, bn_momentum: float = 0.1,
+) -> Tensor:
+    """Any member of the gate family, eagerly: ``x1 = x * ca``, then ``y = x1 * sa(x1)``.
+
+    Max pooling sends gradients to the first maximal element (``adaptive_max_pool2d``,
+    ``torch.max``), the family's rule. In training a spatial BatchNorm uses batch statistics and
+    updates ``bn_mean`` / ``bn_var`` in place, as ``F.batch_norm`` does.
+    """
+    b, c = x.shape[:2]
+    if channel is not None:
+        avg = F.adaptive_avg_pool2d(x, 1).view(b, c)
+        mx = F.adaptive_max_pool2d(x, 1).view(b, c)
+        if channel.pool == "avgmax_mean":
+            stats = [0.5 * (avg + mx)]
+        else:
+            stats = {"avg": [avg], "max": [mx], "avgmax": [avg, mx]}[channel.pool]
+        z = sum(_family_logits(s, channel, w1, b1, w2, b2) for s in stats)
+        x = x * _gate_fn(z, channel.gate_fn).view(b, c, 1, 1)
+    if spatial is not None:
+        m, mean = x.max(dim=1, keepdim=True)[0], x.mean(dim=1, keepdim=True)
+        maps = {"max_mean": lambda: torch.cat((m, mean), 1), "mean_max": lambda: torch.cat((mean, m), 1),
+                "half_sum": lambda: 0.5 * (mean + m)}[spatial.maps]()
+        z = F.conv2d(maps, sw, sb, padding=(sw.shape[-1] - 1) // 2)
+        if spatial.norm:
+            z = F.batch_norm(z, bn_mean, bn_var, bn_weight, bn_bias, bn_train or bn_mean is None, bn_momentum, bn_eps)
+        x = x * _gate_fn(z, spatial.gate_fn)
+    return x

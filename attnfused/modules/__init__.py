@@ -2,6 +2,7 @@
 
 from .cbam import CBAMBlock, SpatialAttention, make_channel_attention
 from .channel import ChannelAttentionConv, ChannelAttentionFC, ECABlock, SEBlock
+from .fused import FusedAttention
 
 
 class Channel_Attention_Module_FC(ChannelAttentionFC):
@@ -27,6 +28,7 @@ __all__ = [
     "ChannelAttentionConv",
     "SpatialAttention",
     "make_channel_attention",
+    "FusedAttention",
     "Channel_Attention_Module_FC",
     "Channel_Attention_Module_Conv",
     "Spatial_Attention_Module",

@@ -1,9 +1,11 @@
-"""The gates: small math on ``[B, C]`` and ``[B, 2, H, W]`` tensors, forward and explicit backward.
+"""The gates: small math on ``[B, C]`` and ``[B, maps, H, W]`` tensors, forward and explicit backward.
 
-Written once here for every kernel provider. Everything runs in the accumulation dtype ``acc``
-(fp32, fp64 for fp64 inputs): weights are cast to it, weight gradients cast back by the caller.
-The backward formulas are explicit (no nested autograd) so they trace cleanly under
-``torch.compile`` and match eager's conventions: ``relu'(0) = 0``, ``sigmoid' = g * (1 - g)``.
+Written once here for every kernel provider and every member of the gate family
+(:mod:`attnfused.spec`). Everything runs in the accumulation dtype (fp32, fp64 for fp64 inputs):
+weights arrive already cast. Backward recomputes the small forward from the saved pooled stats
+and applies explicit formulas (no nested autograd, so it traces cleanly under ``torch.compile``),
+following eager's conventions: ``relu'(h) = [h > 0]`` (0 where ``h <= 0`` even for an infinite
+gradient), ``sigmoid' = g (1 - g)``, ``hard_sigmoid'(z) = [-3 < z < 3] / 6``.
 """
 
 from __future__ import annotations
@@ -14,76 +16,195 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..spec import ChannelSpec, SpatialSpec
+
+Grads = dict[str, Optional[Tensor]]
+
+
+# -- elementwise pieces ---------------------------------------------------------------------------
+
+
+def _gate_fn(z: Tensor, name: str) -> Tensor:
+    return torch.sigmoid(z) if name == "sigmoid" else F.hardsigmoid(z)
+
+
+def _gate_fn_backward(dg: Tensor, z: Tensor, g: Tensor, name: str) -> Tensor:
+    if name == "sigmoid":
+        return dg * g * (1 - g)
+    return torch.where((z > -3) & (z < 3), dg / 6, 0.0)
+
+
+def _act(h: Tensor, name: str) -> Tensor:
+    return F.relu(h) if name == "relu" else F.silu(h)
+
+
+def _act_backward(dr: Tensor, h: Tensor, name: str) -> Tensor:
+    if name == "relu":
+        return torch.where(h <= 0, 0.0, dr)  # as threshold_backward: no inf * 0 = NaN
+    s = torch.sigmoid(h)
+    return dr * (s * (1 + h * (1 - s)))
+
+
+# -- channel gate -------------------------------------------------------------------------------
+
 
 def _conv1d_pad(w: Tensor) -> int:
     return (w.shape[-1] - 1) // 2
 
 
-def _logits(s: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str) -> Tensor:
-    if gate == "fc":
-        return F.relu(s @ w1.t()) @ w2.t()
-    k = w1.shape[-1]
-    return F.conv1d(s.unsqueeze(1), w1.view(1, 1, k), padding=_conv1d_pad(w1)).squeeze(1)
+def _pad_circular(s: Tensor, p: int) -> Tensor:
+    return torch.cat((s[..., s.shape[-1] - p:], s, s[..., :p]), dim=-1) if p else s
 
 
-def _logits_backward(
-    s: Tensor, dz: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str
-) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """(ds, dw1, dw2) of ``z = G(s)`` given ``dz``."""
-    if gate == "fc":
-        h = s @ w1.t()
-        # As eager's threshold_backward: exactly 0 where h <= 0, even for an infinite dz (a
-        # product with the mask would give inf * 0 = NaN), and NaN where h is NaN.
-        dh = torch.where(h <= 0, 0.0, dz @ w2)
-        return dh @ w1, dh.t() @ s, dz.t() @ F.relu(h)
-    k = w1.shape[-1]
-    pad = _conv1d_pad(w1)
+def _logits(s: Tensor, spec: ChannelSpec, w: dict) -> Tensor:
+    if spec.gate == "fc":
+        return F.linear(_act(F.linear(s, w["w1"], w["b1"]), spec.act), w["w2"], w["b2"])
+    if spec.gate == "linear":
+        return F.linear(s, w["w1"], w["b1"])
+    p = _conv1d_pad(w["w1"])
+    if spec.conv_padding == "circular":
+        return F.conv1d(_pad_circular(s.unsqueeze(1), p), w["w1"]).squeeze(1)
+    return F.conv1d(s.unsqueeze(1), w["w1"], padding=p).squeeze(1)
+
+
+def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: Grads) -> Tensor:
+    """``ds`` of ``z = G(s)``; adds the weight gradients into ``grads``."""
+
+    def add(key: str, g: Tensor) -> None:
+        grads[key] = g if grads.get(key) is None else grads[key] + g
+
+    if spec.gate == "fc":
+        h = F.linear(s, w["w1"], w["b1"])
+        add("w2", dz.t() @ _act(h, spec.act))
+        if w["b2"] is not None:
+            add("b2", dz.sum(0))
+        dh = _act_backward(dz @ w["w2"], h, spec.act)
+        add("w1", dh.t() @ s)
+        if w["b1"] is not None:
+            add("b1", dh.sum(0))
+        return dh @ w["w1"]
+    if spec.gate == "linear":
+        add("w1", dz.t() @ s)
+        if w["b1"] is not None:
+            add("b1", dz.sum(0))
+        return dz @ w["w1"]
+    wk = w["w1"]
+    p = _conv1d_pad(wk)
+    circular = spec.conv_padding == "circular"
+    s_in = _pad_circular(s.unsqueeze(1), p) if circular else s.unsqueeze(1)
     ds, dw, _ = torch.ops.aten.convolution_backward(
-        dz.unsqueeze(1), s.unsqueeze(1), w1.view(1, 1, k), None,
-        [1], [pad], [1], False, [0], 1, [True, True, False],
+        dz.unsqueeze(1), s_in, wk, None, [1], [0 if circular else p], [1], False, [0], 1, [True, True, False]
     )
-    return ds.squeeze(1), dw.view_as(w1), None
+    add("w1", dw)
+    ds = ds.squeeze(1)
+    if circular and p:
+        c = s.shape[-1]
+        core = ds[:, p:p + c].clone()
+        core[:, c - p:] += ds[:, :p]  # the left pad held s[c-p:]
+        core[:, :p] += ds[:, p + c:]  # the right pad held s[:p]
+        ds = core
+    return ds
 
 
-def channel_forward(
-    avg: Optional[Tensor], mx: Optional[Tensor], w1: Tensor, w2: Optional[Tensor], gate: str
-) -> Tensor:
-    """``sigmoid(sum of G(s) over the pooled stats present)``: ``[B, C]``."""
-    z = sum(_logits(s, w1, w2, gate) for s in (avg, mx) if s is not None)
-    return torch.sigmoid(z)
+def _pooled_inputs(avg: Optional[Tensor], mx: Optional[Tensor], pool: str) -> list[Tensor]:
+    if pool == "avgmax_mean":
+        return [0.5 * (avg + mx)]
+    return [s for s in (avg, mx) if s is not None]
+
+
+def channel_forward(avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict) -> Tensor:
+    """``ca = gate_fn(sum of G(s))``: ``[B, C]``."""
+    z = sum(_logits(s, spec, w) for s in _pooled_inputs(avg, mx, spec.pool))
+    return _gate_fn(z, spec.gate_fn)
 
 
 def channel_backward(
-    dg: Tensor, g: Tensor, avg: Optional[Tensor], mx: Optional[Tensor],
-    w1: Tensor, w2: Optional[Tensor], gate: str,
-) -> tuple[Optional[Tensor], Optional[Tensor], Tensor, Optional[Tensor]]:
-    """(d_avg, d_max, dw1, dw2) from ``dg = dL/dg``; the shared gate's weight grads are summed."""
-    dz = dg * g * (1 - g)
-    grads = []
-    dw1: Tensor = torch.zeros_like(w1)
-    dw2 = None if w2 is None else torch.zeros_like(w2)
-    for s in (avg, mx):
-        if s is None:
-            grads.append(None)
-            continue
-        ds, d1, d2 = _logits_backward(s, dz, w1, w2, gate)
-        grads.append(ds)
-        dw1 = dw1 + d1
-        if dw2 is not None:
-            dw2 = dw2 + d2
-    return grads[0], grads[1], dw1, dw2
+    dca: Tensor, avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict
+) -> tuple[Optional[Tensor], Optional[Tensor], Grads]:
+    """(d_avg, d_max, weight grads) from ``dca = dL/dca``."""
+    inputs = _pooled_inputs(avg, mx, spec.pool)
+    z = sum(_logits(s, spec, w) for s in inputs)
+    dz = _gate_fn_backward(dca, z, _gate_fn(z, spec.gate_fn), spec.gate_fn)
+    grads: Grads = {}
+    ds = [_logits_backward(s, dz, spec, w, grads) for s in inputs]
+    if spec.pool == "avgmax_mean":
+        return 0.5 * ds[0], 0.5 * ds[0], grads
+    if spec.pool == "avgmax":
+        return ds[0], ds[1], grads
+    return (ds[0], None, grads) if spec.pool == "avg" else (None, ds[0], grads)
 
 
-def spatial_forward(maps: Tensor, w: Tensor) -> Tensor:
-    """``sigmoid(conv2d([max_C, mean_C], w))``: maps ``[B, 2, H, W]`` -> ``[B, H, W]``."""
-    return torch.sigmoid(F.conv2d(maps, w, padding=(w.shape[-1] - 1) // 2)).squeeze(1)
+# -- spatial gate -------------------------------------------------------------------------------
 
 
-def spatial_backward(dsa: Tensor, sa: Tensor, maps: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """(d_maps ``[B, 2, H, W]``, dw) from ``dsa = dL/dsa`` ``[B, H, W]``."""
-    dz = (dsa * sa * (1 - sa)).unsqueeze(1)
-    pad = (w.shape[-1] - 1) // 2
-    dmaps, dw, _ = torch.ops.aten.convolution_backward(
-        dz, maps, w, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [True, True, False]
+def spatial_maps(m: Tensor, mean: Tensor, spec: SpatialSpec) -> Tensor:
+    """The conv's input ``[B, maps, H, W]`` from ``max_C`` and ``mean_C`` maps ``[B, H, W]``."""
+    if spec.maps == "max_mean":
+        return torch.stack((m, mean), dim=1)
+    if spec.maps == "mean_max":
+        return torch.stack((mean, m), dim=1)
+    return (0.5 * (mean + m)).unsqueeze(1)
+
+
+def spatial_maps_backward(dmaps: Tensor, spec: SpatialSpec) -> tuple[Tensor, Tensor]:
+    """(d max_C, d mean_C) from ``d maps``."""
+    if spec.maps == "max_mean":
+        return dmaps[:, 0], dmaps[:, 1]
+    if spec.maps == "mean_max":
+        return dmaps[:, 1], dmaps[:, 0]
+    half = 0.5 * dmaps[:, 0]
+    return half, half
+
+
+def _conv(maps: Tensor, w: dict) -> Tensor:
+    return F.conv2d(maps, w["weight"], w["bias"], padding=(w["weight"].shape[-1] - 1) // 2)
+
+
+def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
+    """(mean, biased var) the BatchNorm uses: the batch's in training, else the running ones."""
+    if w["bn_train"]:
+        return z.mean(), z.var(unbiased=False)
+    return w["bn_mean"].reshape(()), w["bn_var"].reshape(())
+
+
+def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict) -> tuple[Tensor, Tensor]:
+    """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output; zeros without BN)."""
+    z = _conv(maps, w)
+    moments = z.new_zeros(2)
+    if spec.norm:
+        mean, var = _norm_stats(z, w)
+        z = (z - mean) * torch.rsqrt(var + w["bn_eps"]) * w["bn_weight"] + w["bn_bias"]
+        if w["bn_train"]:
+            moments = torch.stack((mean, var))
+    return _gate_fn(z, spec.gate_fn).squeeze(1), moments
+
+
+def spatial_backward(dsa: Tensor, maps: Tensor, spec: SpatialSpec, w: dict) -> tuple[Tensor, Grads]:
+    """(d maps, weight grads) from ``dsa = dL/dsa`` ``[B, H, W]``."""
+    grads: Grads = {}
+    z = _conv(maps, w)
+    zn = z
+    if spec.norm:
+        mean, var = _norm_stats(z, w)
+        rstd = torch.rsqrt(var + w["bn_eps"])
+        zhat = (z - mean) * rstd
+        zn = zhat * w["bn_weight"] + w["bn_bias"]
+    dzn = _gate_fn_backward(dsa.unsqueeze(1), zn, _gate_fn(zn, spec.gate_fn), spec.gate_fn)
+    dz = dzn
+    if spec.norm:
+        grads["bn_weight"] = (dzn * zhat).sum().reshape(1)
+        grads["bn_bias"] = dzn.sum().reshape(1)
+        dzhat = dzn * w["bn_weight"]
+        if w["bn_train"]:  # the batch statistics depend on z too
+            dz = rstd * (dzhat - dzhat.mean() - zhat * (dzhat * zhat).mean())
+        else:
+            dz = dzhat * rstd
+    pad = (w["weight"].shape[-1] - 1) // 2
+    dmaps, dw, db = torch.ops.aten.convolution_backward(
+        dz, maps, w["weight"], None if w["bias"] is None else [1], [1, 1], [pad, pad], [1, 1], False,
+        [0, 0], 1, [True, True, w["bias"] is not None],
     )
-    return dmaps, dw
+    grads["weight"] = dw
+    if w["bias"] is not None:
+        grads["bias"] = db
+    return dmaps, grads

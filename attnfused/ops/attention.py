@@ -1,16 +1,16 @@
-"""The block op: one ``torch.library`` custom op for SE, ECA, channel/spatial attention and CBAM.
+"""The block op: one ``torch.library`` custom op for every SE / ECA / CBAM variant of the family.
 
-``attnfused::attention(x, w1, w2, gate, pool, sw)`` computes
+``attnfused::attention(x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean,
+bn_var, bn_eps, bn_train)`` computes
 
     y = x * ca[b, c] * sa[b, h, w]
 
-with the channel stage present iff ``w1`` is given (``ca = sigmoid(sum G(pool_P x))``, ``G`` the FC
-gate ``w2 @ relu(w1 @ s)`` or the 1-D conv gate ``w1``), and the spatial stage present iff ``sw``
-is given (``sa = sigmoid(conv2d([max_C x1, mean_C x1], sw))`` with ``x1 = x * ca``).
-
-It is one autograd node: its backward (``attnfused::attention_backward``, also an opaque op so that
-``torch.compile`` traces it as one call) writes ``dx`` exactly once, following DESIGN.md §4.
-Saved for backward: ``x`` and small tensors only. Passes over full-size tensors (N = numel(x)):
+with the channel stage present iff ``channel`` (an encoded :class:`~attnfused.spec.ChannelSpec`)
+is non-empty and the spatial stage iff ``spatial`` (an encoded :class:`~attnfused.spec.SpatialSpec`)
+is; ``sa`` is computed from ``x1 = x * ca``. It is one autograd node: its backward
+(``attnfused::attention_backward``, also an opaque op so that ``torch.compile`` traces it as one
+call) writes ``dx`` exactly once, following DESIGN.md §4. Saved for backward: ``x`` and small
+tensors only. Passes over full-size tensors (N = numel(x)), for every member of the family:
 
 =============== ======================================== ======================================
 block           forward                                  backward
@@ -19,6 +19,9 @@ channel only    pool_hw (N) + scale (2N) = 3N            dot_hw (2N) + grad_inpu
 spatial only    pool_c (N) + scale (2N) = 3N             dot_c (2N) + grad_input (2N) = 4N
 CBAM            pool_hw + pool_c + scale = 4N            dot_c + dot_hw + grad_input = 6N
 =============== ======================================== ======================================
+
+In training with a spatial BatchNorm the op returns the batch moments of the conv output; the
+caller (``attnfused.functional``) updates the running statistics from them, outside the op.
 """
 
 from __future__ import annotations
@@ -30,103 +33,151 @@ from torch import Tensor
 
 from .._backend import kernels_for
 from ..kernels._layout import acc_dtype, empty_output
+from ..spec import ChannelSpec, SpatialSpec
 from . import _gates
 
 __all__ = ["attention"]
 
-# Outputs of the forward op: y, then what backward needs (small; unused stages give empty tensors).
-_SAVED = ("ca", "avg", "mx", "amp", "sa", "maps", "amc")
+# Outputs of the forward op after y: what backward needs (small; absent stages give empty tensors).
+_SAVED = ("ca", "avg", "mx", "amp", "sa", "maps", "amc", "moments")
+_CHANNEL_W = ("w1", "b1", "w2", "b2")
+_SPATIAL_W = ("weight", "bias", "bn_weight", "bn_bias")
 
 
-def _stage_flags(w1: Optional[Tensor], pool: str, sw: Optional[Tensor]) -> tuple[bool, bool, bool]:
-    """(uses avg pooling, uses max pooling, has spatial stage)."""
-    has_c = w1 is not None
-    return has_c and pool != "max", has_c and pool != "avg", sw is not None
+def _specs(channel: str, spatial: str) -> tuple[Optional[ChannelSpec], Optional[SpatialSpec]]:
+    return (ChannelSpec.decode(channel) if channel else None, SpatialSpec.decode(spatial) if spatial else None)
 
 
-def _small_outputs(x: Tensor, w1: Optional[Tensor], pool: str, sw: Optional[Tensor]) -> list[Tensor]:
+def _pools(cs: Optional[ChannelSpec]) -> tuple[bool, bool]:
+    """(uses avg pooling, uses max pooling)."""
+    if cs is None:
+        return False, False
+    return cs.pool != "max", cs.pool != "avg"
+
+
+def _small_outputs(x: Tensor, cs: Optional[ChannelSpec], ss: Optional[SpatialSpec]) -> list[Tensor]:
     """Empty tensors with the shapes/dtypes of the saved outputs (shared by impl and fake)."""
     b, c, h, w = x.shape
     acc = acc_dtype(x.dtype)
-    use_avg, use_max, has_s = _stage_flags(w1, pool, sw)
-    has_c = w1 is not None
+    use_avg, use_max = _pools(cs)
 
     def t(shape, on, dtype=acc):
         return x.new_empty(shape if on else (0,), dtype=dtype)
 
     return [
-        t((b, c), has_c),
+        t((b, c), cs is not None),
         t((b, c), use_avg),
         t((b, c), use_max),
         t((b, c), use_max, torch.int32),
-        t((b, h * w), has_s),
-        t((b, 2, h, w), has_s),
-        t((b, h * w), has_s, torch.int32),
+        t((b, h * w), ss is not None),
+        t((b, ss.n_maps if ss else 0, h, w), ss is not None),
+        t((b, h * w), ss is not None, torch.int32),
+        t((2,), ss is not None and ss.norm),
     ]
+
+
+def _channel_weights(w1, b1, w2, b2, cs: ChannelSpec, acc: torch.dtype) -> dict:
+    """Weights in the accumulation dtype and the shapes the gate math uses (1x1 conv -> matrix)."""
+    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.to(acc)
+
+    if cs.gate == "conv":
+        return {"w1": cast(w1).reshape(1, 1, -1), "b1": None, "w2": None, "b2": None}
+    return {
+        "w1": cast(w1).reshape(w1.shape[0], -1),
+        "b1": cast(b1),
+        "w2": None if w2 is None else cast(w2).reshape(w2.shape[0], -1),
+        "b2": cast(b2),
+    }
+
+
+def _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) -> dict:
+    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.to(acc)
+
+    one = sw.new_ones((), dtype=acc)
+    return {
+        "weight": cast(sw), "bias": cast(sb),
+        "bn_weight": one if bn_weight is None else cast(bn_weight).reshape(()),
+        "bn_bias": one * 0 if bn_bias is None else cast(bn_bias).reshape(()),
+        "bn_mean": cast(bn_mean), "bn_var": cast(bn_var), "bn_eps": bn_eps,
+        "bn_train": bn_train or bn_mean is None,
+    }
 
 
 @torch.library.custom_op("attnfused::attention", mutates_args=())
 def _attention_fwd(
-    x: Tensor, w1: Optional[Tensor], w2: Optional[Tensor], gate: str, pool: str, sw: Optional[Tensor]
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    x: Tensor, channel: str, w1: Optional[Tensor], b1: Optional[Tensor], w2: Optional[Tensor],
+    b2: Optional[Tensor], spatial: str, sw: Optional[Tensor], sb: Optional[Tensor],
+    bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], bn_mean: Optional[Tensor],
+    bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
-    out = dict(zip(_SAVED, _small_outputs(x, w1, pool, sw)))
-    use_avg, use_max, has_s = _stage_flags(w1, pool, sw)
+    out = dict(zip(_SAVED, _small_outputs(x, cs, ss)))
+    use_avg, use_max = _pools(cs)
     acc = acc_dtype(x.dtype)
     b, c, h, w = x.shape
     ca = sa = None
-    # Autocast must not touch the small math: it is done in ``acc`` whatever the context.
+    # Autocast must not touch the small math: it runs in ``acc`` whatever the context.
     with torch.autocast(x.device.type, enabled=False):
-        if w1 is not None:
+        if cs is not None:
             avg, mx, amp = kern.pool_hw(x, use_max)
-            w2a = None if w2 is None else w2.to(acc)
-            ca = _gates.channel_forward(avg if use_avg else None, mx, w1.to(acc), w2a, gate)
+            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, _channel_weights(w1, b1, w2, b2, cs, acc))
             out["ca"] = ca
             if use_avg:
                 out["avg"] = avg
             if use_max:
                 out["mx"], out["amp"] = mx, amp
-        if has_s:
+        if ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
-            maps = torch.stack((m, mean), dim=1).view(b, 2, h, w)
-            sa = _gates.spatial_forward(maps, sw.to(acc)).reshape(b, h * w)
+            maps = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), ss)
+            sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
+            sa, moments = _gates.spatial_forward(maps, ss, sw_)
+            sa = sa.reshape(b, h * w)
             out.update(sa=sa, maps=maps, amc=amc)
+            if ss.norm:
+                out["moments"] = moments
     y = kern.scale(x, ca, sa)
     return (y, *(out[k] for k in _SAVED))
 
 
 @_attention_fwd.register_fake
-def _(x, w1, w2, gate, pool, sw):
-    return (empty_output(x), *_small_outputs(x, w1, pool, sw))
+def _(x, channel, w1, b1, w2, b2, spatial, *rest):
+    return (empty_output(x), *_small_outputs(x, *_specs(channel, spatial)))
 
 
 @torch.library.custom_op("attnfused::attention_backward", mutates_args=())
 def _attention_bwd(
-    dy: Tensor, x: Tensor, w1: Optional[Tensor], w2: Optional[Tensor], gate: str, pool: str,
-    sw: Optional[Tensor], ca: Tensor, avg: Tensor, mx: Tensor, amp: Tensor, sa: Tensor,
-    maps: Tensor, amc: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dw1, dw2, dsw); gradients of absent weights are empty tensors."""
+    dy: Tensor, x: Tensor, channel: str, w1: Optional[Tensor], b1: Optional[Tensor],
+    w2: Optional[Tensor], b2: Optional[Tensor], spatial: str, sw: Optional[Tensor],
+    sb: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
+    bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
+    ca: Tensor, avg: Tensor, mx: Tensor, amp: Tensor, sa: Tensor, maps: Tensor, amc: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dsw, dsb, dbn_weight, dbn_bias); absent weights get empty tensors."""
+    cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
-    use_avg, use_max, has_s = _stage_flags(w1, pool, sw)
-    has_c = w1 is not None
+    use_avg, use_max = _pools(cs)
     acc = acc_dtype(x.dtype)
     b, c, h, w = x.shape
-    dw1 = dw2 = dsw = None
+    grads: dict[str, Optional[Tensor]] = {}
     terms: dict[str, Tensor] = {}
     with torch.autocast(x.device.type, enabled=False):
-        if has_s:
-            dsa = kern.dot_c(dy, x, ca if has_c else None)
-            dmaps, dsw = _gates.spatial_backward(dsa.view(b, h, w), sa.view(b, h, w), maps, sw.to(acc))
-            dmaps = dmaps.reshape(b, 2, h * w)
-            terms.update(sa=sa, dm=dmaps[:, 0].contiguous(), da=(dmaps[:, 1] / c).contiguous(), amc=amc)
-        if has_c:
+        if ss is not None:
+            dsa = kern.dot_c(dy, x, ca if cs is not None else None)
+            sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
+            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, ss, sw_)
+            dm, dmean = _gates.spatial_maps_backward(dmaps, ss)
+            grads.update({"s" + k: v for k, v in sgrads.items()})
+            terms.update(sa=sa, dm=dm.reshape(b, h * w).contiguous(), da=(dmean / c).reshape(b, h * w).contiguous(), amc=amc)
+        if cs is not None:
             # dL/dca = sum_P m * x, with m the spatial stage's gradient wrt x1 (or dy without one).
             dca = kern.dot_hw(dy, x, **terms)
-            w2a = None if w2 is None else w2.to(acc)
-            d_avg, d_max, dw1, dw2 = _gates.channel_backward(
-                dca, ca, avg if use_avg else None, mx if use_max else None, w1.to(acc), w2a, gate
+            d_avg, d_max, cgrads = _gates.channel_backward(
+                dca, avg if use_avg else None, mx if use_max else None, cs, _channel_weights(w1, b1, w2, b2, cs, acc)
             )
+            grads.update(cgrads)
             terms["ca"] = ca
             if use_avg:
                 terms["davg"] = d_avg / (h * w)
@@ -134,45 +185,73 @@ def _attention_bwd(
                 terms.update(dmax=d_max, amp=amp)
     dx = kern.grad_input(dy, x, **terms)
 
-    def cast(g: Optional[Tensor], like: Optional[Tensor]) -> Tensor:
-        return x.new_empty(0) if like is None else g.to(like.dtype)
+    def out(key: str, like: Optional[Tensor]) -> Tensor:
+        g = grads.get(key)
+        if like is None:
+            return x.new_empty(0)
+        if g is None:  # e.g. a BatchNorm bias that did not receive a gradient path
+            return torch.zeros_like(like)
+        return g.reshape(like.shape).to(like.dtype)
 
-    return dx, cast(dw1, w1), cast(dw2, w2), cast(dsw, sw)
+    return (
+        dx, out("w1", w1), out("b1", b1), out("w2", w2), out("b2", b2),
+        out("sweight", sw), out("sbias", sb), out("sbn_weight", bn_weight), out("sbn_bias", bn_bias),
+    )
 
 
 @_attention_bwd.register_fake
-def _(dy, x, w1, w2, gate, pool, sw, *saved):
+def _(dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, *rest):
     def like(t: Optional[Tensor]) -> Tensor:
         return x.new_empty(0) if t is None else torch.empty_like(t)
 
-    return empty_output(x), like(w1), like(w2), like(sw)
+    return (empty_output(x), *(like(t) for t in (w1, b1, w2, b2, sw, sb, bn_weight, bn_bias)))
+
+
+# Positions of the differentiable weights among the op's inputs, in the backward op's output order.
+_WEIGHT_POS = (2, 3, 4, 5, 7, 8, 9, 10)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, w1, w2, gate, pool, sw = inputs
-    ctx.gate, ctx.pool = gate, pool
-    ctx.save_for_backward(x, w1, w2, sw, *output[1:])
+    # Running statistics are only read in eval; in training the caller updates them in place after
+    # this forward, so saving them would trip autograd's version check.
+    bn_stats = (None, None) if inputs[14] else inputs[11:13]
+    ctx.save_for_backward(inputs[0], *(inputs[i] for i in (2, 3, 4, 5, 7, 8, 9, 10)), *bn_stats, *output[1:8])
+    ctx.meta = (inputs[1], inputs[6], inputs[13], inputs[14])
     ctx.mark_non_differentiable(*output[1:])
 
 
 def _backward(ctx, dy, *_unused):
-    x, w1, w2, sw, *saved = ctx.saved_tensors
-    dx, dw1, dw2, dsw = _attention_bwd(dy, x, w1, w2, ctx.gate, ctx.pool, sw, *saved)
-    return (
-        dx,
-        None if w1 is None else dw1,
-        None if w2 is None else dw2,
-        None,
-        None,
-        None if sw is None else dsw,
+    x, w1, b1, w2, b2, sw, sb, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
+    channel, spatial, bn_eps, bn_train = ctx.meta
+    grads = _attention_bwd(
+        dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved
     )
+    result: list[Optional[Tensor]] = [grads[0]] + [None] * 14
+    for pos, g, t in zip(_WEIGHT_POS, grads[1:], (w1, b1, w2, b2, sw, sb, bn_w, bn_b)):
+        result[pos] = None if t is None else g
+    return tuple(result)
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def attention(
-    x: Tensor, w1: Optional[Tensor], w2: Optional[Tensor], gate: str, pool: str, sw: Optional[Tensor]
-) -> Tensor:
-    """Run the fused block (inputs already validated by :mod:`attnfused.functional`)."""
-    return _attention_fwd(x, w1, w2, gate, pool, sw)[0]
+    x: Tensor,
+    channel: Optional[ChannelSpec] = None, w1: Optional[Tensor] = None, b1: Optional[Tensor] = None,
+    w2: Optional[Tensor] = None, b2: Optional[Tensor] = None,
+    spatial: Optional[SpatialSpec] = None, sw: Optional[Tensor] = None, sb: Optional[Tensor] = None,
+    bn_weight: Optional[Tensor] = None, bn_bias: Optional[Tensor] = None,
+    bn_mean: Optional[Tensor] = None, bn_var: Optional[Tensor] = None,
+    bn_eps: float = 1e-5, bn_train: bool = False,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Run the fused block (inputs already validated by :mod:`attnfused.functional`).
+
+    Returns ``(y, moments)``: ``moments`` is ``[mean, biased var]`` of the spatial conv output
+    when a BatchNorm used batch statistics (for the caller's running-statistics update), else None.
+    """
+    out = _attention_fwd(
+        x, channel.encode() if channel else "", w1, b1, w2, b2, spatial.encode() if spatial else "",
+        sw, sb, bn_weight, bn_bias, bn_mean, bn_var, float(bn_eps), bool(bn_train),
+    )
+    uses_batch_stats = spatial is not None and spatial.norm and (bn_train or bn_mean is None)
+    return out[0], (out[-1] if uses_batch_stats else None)
