@@ -47,3 +47,39 @@ def test_compiled_graph_calls_the_fused_op():
     code = graphs[0].code
     assert "attnfused.attention" in code
     assert "adaptive" not in code and "max_pool" not in code
+
+
+def test_compile_family_member_with_batchnorm_in_training():
+    """A timm-style CBAM (biases, (mean, max) maps, spatial BatchNorm in training) through
+    FusedAttention: one graph, running statistics updated as in eager."""
+    import copy
+
+    from torch import nn
+
+    from attnfused import ChannelSpec, FusedAttention, SpatialSpec
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    holder = nn.Module()
+    holder.fc1, holder.fc2 = nn.Conv2d(6, 3, 1), nn.Conv2d(3, 6, 1)
+    holder.conv, holder.bn = nn.Conv2d(2, 1, 7, padding=3, bias=False), nn.BatchNorm2d(1)
+    spec = dict(
+        channel=ChannelSpec(pool="avgmax"), channel_params=dict(w1="fc1.weight", b1="fc1.bias", w2="fc2.weight", b2="fc2.bias"),
+        spatial=SpatialSpec(maps="mean_max", norm=True), spatial_params=dict(weight="conv.weight", bn="bn"),
+    )
+    eager = FusedAttention(copy.deepcopy(holder), **spec, backend="reference").train()
+    fused = FusedAttention(copy.deepcopy(holder), **spec).train()
+    compiled = torch.compile(fused, fullgraph=True)
+    x = make_input((2, 6, 5, 7), torch.float32, "channels_last")
+    xe, xc = x.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
+    ye = eager(xe)
+    with attnfused.use_backend("triton"):
+        yc = compiled(xc)
+        yc.sum().backward()
+    ye.sum().backward()
+    assert_close(yc.detach(), ye.detach(), torch.float32, "y")
+    assert_close(xc.grad, xe.grad, torch.float32, "dx")
+    for (n, pe), pc in zip(eager.named_parameters(), fused.parameters()):
+        assert_close(pc.grad, pe.grad, torch.float32, n)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fused.bn, name), getattr(eager.bn, name), msg=name)
