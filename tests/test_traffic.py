@@ -35,6 +35,27 @@ BLOCKS = {
     "cbam_conv": lambda: attnfused.CBAMBlock("Conv", 3, channels=C, gamma=2, b=1),
     "spatial": lambda: attnfused.SpatialAttention(7),
 }
+
+
+def _family_cbam(light: bool) -> torch.nn.Module:
+    """timm-style CBAM members of the gate family (biases, BatchNorm in training, other maps)."""
+    from attnfused import ChannelSpec, FusedAttention, SpatialSpec
+
+    holder = torch.nn.Module()
+    holder.fc1, holder.fc2 = torch.nn.Conv2d(C, 4, 1), torch.nn.Conv2d(4, C, 1)
+    holder.conv = torch.nn.Conv2d(1 if light else 2, 1, 7, padding=3, bias=False)
+    holder.bn = torch.nn.BatchNorm2d(1)
+    channel = ChannelSpec(pool="avgmax_mean" if light else "avgmax", act="silu" if light else "relu")
+    spatial = SpatialSpec(maps="half_sum" if light else "mean_max", gate_fn="hard_sigmoid" if light else "sigmoid", norm=True)
+    return FusedAttention(
+        holder, channel, dict(w1="fc1.weight", b1="fc1.bias", w2="fc2.weight", b2="fc2.bias"),
+        spatial, dict(weight="conv.weight", bn="bn"),
+    ).train()
+
+
+BLOCKS["cbam_timm_train"] = lambda: _family_cbam(False)
+BLOCKS["light_cbam_train"] = lambda: _family_cbam(True)
+
 # (forward, backward) streaming budget, DESIGN.md §5.
 BUDGET = {
     "se_avg": (3, 4),
@@ -43,6 +64,8 @@ BUDGET = {
     "cbam_fc": (4, 6),
     "cbam_conv": (4, 6),
     "spatial": (3, 4),
+    "cbam_timm_train": (4, 6),
+    "light_cbam_train": (4, 6),
 }
 FLOOR = (2, 3)  # resident minimum: read x once + write y once; read dy, x once + write dx once
 LAYOUTS = ["nchw", "channels_last"]
