@@ -18,5 +18,5 @@ setup(
     # numpy: the Triton interpreter (CPU runs of the Triton kernels) needs it.
     install_requires=["torch>=2.4", "numpy"],
     # torchvision: the end-to-end ResNet-50 benchmark (and its test).
-    extras_require={"test": ["pytest>=7", "expecttest", "torchvision"], "bench": ["matplotlib", "torchvision"]},
+    extras_require={"test": ["pytest>=7", "expecttest", "torchvision", "timm>=1.0"], "bench": ["matplotlib", "torchvision"]},
 )

@@ -7,6 +7,7 @@ and :mod:`attnfused.modules`.
 
 from . import functional, reference
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
+from .conversion import ConvertReport, convert, convert_module, convert_official_cbam
 from .spec import ChannelSpec, SpatialSpec
 from .modules import (
     CBAMBlock,
@@ -30,6 +31,10 @@ __all__ = [
     "use_backend",
     "functional",
     "reference",
+    "convert",
+    "convert_module",
+    "convert_official_cbam",
+    "ConvertReport",
     "ChannelSpec",
     "SpatialSpec",
     "FusedAttention",

@@ -32,11 +32,18 @@ def _p2(n: int, cap: int) -> int:
     return min(triton.next_power_of_2(max(n, 1)), cap)
 
 
+_TILE_ELEMS = 1024  # elements per tile: 8 per thread at 4 warps
+
+
 def _tile(c: int, p: int, c_fast: bool, reduce_axis: str) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_P): the unit-stride axis gets the long side so loads coalesce."""
+    """(BLOCK_C, BLOCK_P): the unit-stride axis gets the long side so loads coalesce; when that
+    axis is short (few channels, or a 7x7 / 1x1 map) the other side grows to keep ~1024 elements,
+    instead of launching many near-empty programs."""
     if c_fast:
-        return _p2(c, 64), _p2(p, 16 if reduce_axis != "c" else 32)
-    return _p2(c, 4 if reduce_axis != "c" else 8), _p2(p, 256 if reduce_axis != "c" else 128)
+        bc = _p2(c, 64)
+        return bc, _p2(p, max(16 if reduce_axis != "c" else 32, _TILE_ELEMS // bc))
+    bp = _p2(p, 256 if reduce_axis != "c" else 128)
+    return _p2(c, max(4 if reduce_axis != "c" else 8, _TILE_ELEMS // bp)), bp
 
 
 def _device_ctx(t: Tensor):
