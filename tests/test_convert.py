@@ -585,7 +585,17 @@ MODELS = {
     "tv_mobilenet_v3_large": (lambda: torchvision.models.mobilenet_v3_large(num_classes=10, dropout=0.0),
                               {"SqueezeExcitation": 8}),
 }
-FWD_BWD = [n for n in MODELS if n not in ("timm_efficientnet_b0", "timm_ecaresnet26t", "tv_efficientnet_b0")]
+# The exact models: their smaller siblings above (same classes) carry the gradient
+# comparison; these go through conversion, counts, keys and idempotence.
+MODELS.update({
+    "timm_seresnet50": (_timm("seresnet50"), {"SEModule": 16}),
+    "timm_ecaresnet50d": (_timm("ecaresnet50d"), {"EcaModule": 16}),
+    "timm_regnety_008": (_timm("regnety_008"), {"SEModule": 14}),
+})
+FWD_BWD = [n for n in MODELS if n not in (
+    "timm_efficientnet_b0", "timm_ecaresnet26t", "tv_efficientnet_b0",
+    "timm_seresnet50", "timm_ecaresnet50d", "timm_regnety_008",
+)]
 
 
 def _prepare(model: nn.Module, size: int) -> nn.Module:
