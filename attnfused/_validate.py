@@ -22,15 +22,16 @@ def check_x(x: object) -> Tensor:
     return x
 
 
-def check_weight(name: str, w: object, shape: Sequence[Optional[int]], x: Tensor) -> Tensor:
-    """``w`` must be a float tensor on ``x``'s device with ``shape`` (None: any size)."""
+def check_weight(name: str, w: object, shape: Optional[Sequence[Optional[int]]], x: Tensor) -> Tensor:
+    """``w`` must be a float tensor on ``x``'s device with ``shape`` (None entries: any size;
+    ``shape=None``: any shape, the caller checks it)."""
     if not isinstance(w, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
     if w.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a floating-point tensor, got {w.dtype}")
     if w.device != x.device:
         raise ValueError(f"{name} is on {w.device} but x is on {x.device}; put them on one device")
-    if w.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, w.shape)):
+    if shape is not None and (w.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, w.shape))):
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"{name} must have shape {want} for x of shape {tuple(x.shape)}, got {tuple(w.shape)}")
     return w

@@ -38,7 +38,7 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
             if t is not None:
                 raise ValueError(f"{name} must be None for the 'conv' gate (it has a single 1-D kernel, no bias)")
         return
-    check_weight("w1", w1, (None,) * w1.dim() if isinstance(w1, Tensor) else (None, c), x)
+    check_weight("w1", w1, None, x)  # a Linear's [hidden, C] or a 1x1 conv's [hidden, C, 1, 1]
     hidden = w1.shape[0]
     if w1.numel() != hidden * c or w1.dim() < 2:
         raise ValueError(f"w1 must view as [hidden, {c}] (x has C={c}), got {tuple(w1.shape)}")
@@ -48,7 +48,7 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
         if w2 is not None or b2 is not None:
             raise ValueError("w2 and b2 must be None for the 'linear' gate (one layer)")
     else:
-        check_weight("w2", w2, (None,) * w2.dim() if isinstance(w2, Tensor) else (c, hidden), x)
+        check_weight("w2", w2, None, x)
         if w2.shape[0] != c or w2.numel() != c * hidden:
             raise ValueError(f"w2 must view as [{c}, {hidden}], got {tuple(w2.shape)}")
         if b2 is not None:
@@ -97,6 +97,10 @@ def attention(
         _check_channel(x, channel, w1, b1, w2, b2)
     if spatial is not None:
         _check_spatial(x, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        if spatial.norm and (bn_train or bn_mean is None) and n <= 1:
+            # as nn.BatchNorm2d: batch statistics of a single value are meaningless
+            raise ValueError(f"the spatial BatchNorm in training needs more than 1 value (B*H*W = {n})")
     args = (channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train)
     if use_reference(x):
         return reference.attention(x, *args, bn_momentum)

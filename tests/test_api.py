@@ -171,3 +171,35 @@ def test_env_var_selects_the_backend():
     env["ATTNFUSED_BACKEND"] = "nope"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0 and "unknown attnfused backend" in out.stderr
+
+
+def test_bad_family_inputs():
+    from attnfused import ChannelSpec, SpatialSpec
+
+    x = torch.randn(2, 8, 4, 4, device=DEVICE)
+    w1, w2 = _se_weights()
+    one = torch.ones(1, device=DEVICE)
+    with pytest.raises(ValueError, match="channel spec, a spatial spec"):
+        AF.attention(x)
+    with pytest.raises(ValueError, match="pool"):
+        ChannelSpec(pool="mean")
+    with pytest.raises(ValueError, match="maps"):
+        SpatialSpec(maps="max")
+    with pytest.raises(ValueError, match="linear"):
+        AF.attention(x, ChannelSpec(gate="linear"), w1)  # [4, 8] is not [C, C]
+    with pytest.raises(ValueError, match="b1 must be None"):
+        AF.attention(x, ChannelSpec(gate="conv"), torch.randn(1, 1, 3, device=DEVICE), b1=one)
+    with pytest.raises(ValueError, match="w1 must view"):
+        AF.attention(x, ChannelSpec(), torch.randn(4, 8, 3, 3, device=DEVICE), w2=w2)
+    with pytest.raises(ValueError, match="b2"):
+        AF.attention(x, ChannelSpec(), w1, w2=w2, b2=torch.ones(4, device=DEVICE))
+    sw2, sw1 = torch.randn(1, 2, 3, 3, device=DEVICE), torch.randn(1, 1, 3, 3, device=DEVICE)
+    with pytest.raises(ValueError, match="spatial_weight"):
+        AF.attention(x, spatial=SpatialSpec(maps="half_sum"), sw=sw2)  # one map needs [1, 1, k, k]
+    with pytest.raises(ValueError, match="norm=False"):
+        AF.attention(x, spatial=SpatialSpec(), sw=sw2, bn_weight=one)
+    with pytest.raises(ValueError, match="together"):
+        AF.attention(x, spatial=SpatialSpec(norm=True), sw=sw2, bn_mean=one)
+    with pytest.raises(ValueError, match="does not name"):
+        attnfused.FusedAttention(torch.nn.Linear(2, 2), attnfused.ChannelSpec(), {"w1": "nope.weight"})
+    assert AF.attention(x, spatial=SpatialSpec(maps="half_sum"), sw=sw1).shape == x.shape

@@ -173,3 +173,10 @@ def test_family_matches_reference_with_running_stats(case):
         torch.testing.assert_close(g1[n], g0[n], rtol=rtol, atol=rtol, msg=lambda m: f"grad {n}: {m}")
     for a, b in zip(s1, s0):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_spatial_batchnorm_in_training_refuses_a_single_value():
+    kwargs = FAMILY["cbam_timm_bn_train"](4)
+    for shape in ((1, 4, 1, 1), (0, 4, 3, 3)):
+        with attnfused.use_backend("triton"), pytest.raises(ValueError, match="more than 1 value"):
+            AF.attention(torch.zeros(shape, dtype=torch.float64, device=DEVICE), **kwargs)
