@@ -1,0 +1,67 @@
+"""GPU-only checks (skipped without CUDA): CUDA-graph capture, 64-bit offsets, realistic shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnfused
+from helpers import assert_close, make_block, make_input, run_fwd_bwd
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
+def test_cuda_graph_capture_forward_backward(block):
+    """No host synchronisation inside the block: forward + backward capture and replay."""
+    m = make_block(block, 64, torch.float32)
+    x = make_input((4, 64, 14, 14), torch.float32, "channels_last").requires_grad_(True)
+    dy = make_input((4, 64, 14, 14), torch.float32, "nchw", seed=2)
+    with attnfused.use_backend("triton"):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):  # warm up: compile the kernels outside the capture
+            for _ in range(2):
+                x.grad = None
+                m(x).backward(dy)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        x.grad = None
+        with torch.cuda.graph(graph):
+            y = m(x)
+            y.backward(dy)
+        x.data.copy_(make_input((4, 64, 14, 14), torch.float32, "channels_last", seed=5))
+        graph.replay()
+        torch.cuda.synchronize()
+    y_ref, dx_ref, _ = run_fwd_bwd(m, x.detach(), "reference", dy)
+    assert_close(y.detach(), y_ref, torch.float32, "replayed y")
+    assert_close(x.grad, dx_ref, torch.float32, "replayed dx")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("block", ["se_avg", "eca", "cbam_fc", "cbam_conv"])
+def test_resnet_stage_shapes_half(block, dtype, layout):
+    for c, hw in ((256, 56), (2048, 7)):
+        m = make_block(block, c, dtype)
+        x = make_input((8, c, hw, hw), dtype, layout)
+        dy = make_input((8, c, hw, hw), dtype, "nchw", seed=2)
+        y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+        y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+        assert_close(y, y_ref, dtype, "y")
+        assert_close(dx, dx_ref, dtype, "dx")
+
+
+def test_64bit_offsets():
+    """More than 2**31 elements: the last sample must be right (int32 offsets would wrap)."""
+    free, _ = torch.cuda.mem_get_info()
+    shape = (3, 1024, 768, 1000)  # 2.36e9 elements, 4.7 GB in bf16
+    if free < 4 * 2 * 3 * 1024 * 768 * 1000:
+        pytest.skip("not enough GPU memory for a > 2**31-element tensor")
+    m = make_block("cbam_fc", 1024, torch.bfloat16)
+    x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+    with attnfused.use_backend("triton"), torch.no_grad():
+        y = m(x)
+    with attnfused.use_backend("reference"), torch.no_grad():
+        y_last = m(x[-1:])
+    assert_close(y[-1:], y_last, torch.bfloat16, "last sample")
