@@ -118,17 +118,23 @@ def _update_running_stats(moments: Tensor, mean: Tensor, var: Tensor, momentum: 
         var.mul_(1 - momentum).add_(batch_var * (n / max(n - 1, 1)) * momentum)
 
 
+def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str) -> None:
+    """The source text's gates: "fc" weights are Linear matrices, checked strictly (the family's
+    :func:`attention` also takes 1x1 conv weights)."""
+    check_choice("gate", gate, GATES)
+    check_x(x)
+    if gate == "fc":
+        check_weight("w1", w1, (None, x.shape[1]), x)
+        check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+
+
 def channel_gate(
     x: Tensor, w1: Tensor, w2: Optional[Tensor] = None, gate: str = "fc", pool: str = "avg"
 ) -> Tensor:
     """``x * sigmoid(G(pool(x)))``: SE (``gate="fc"``), ECA (``gate="conv"``), CBAM's channel stage
     (``pool="avgmax"``: the gate on avg and max stats, summed before the sigmoid). No biases."""
-    check_choice("gate", gate, GATES)
     check_choice("pool", pool, POOLS)
-    check_x(x)
-    if gate == "fc":  # the source's layout, checked strictly (the family also takes 1x1 convs)
-        check_weight("w1", w1, (None, x.shape[1]), x)
-        check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+    _check_source_gate(x, w1, w2, gate)
     return attention(x, ChannelSpec(gate=gate, pool=pool), w1, None, w2)
 
 
@@ -155,9 +161,5 @@ def spatial_attention(x: Tensor, weight: Tensor) -> Tensor:
 
 def cbam(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spatial_weight: Tensor) -> Tensor:
     """CBAM: channel attention (``gate`` "fc" or "conv") then spatial attention, as one fused block."""
-    check_choice("gate", gate, GATES)
-    check_x(x)
-    if gate == "fc":
-        check_weight("w1", w1, (None, x.shape[1]), x)
-        check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+    _check_source_gate(x, w1, w2, gate)
     return attention(x, ChannelSpec(gate=gate, pool="avgmax"), w1, None, w2, None, SpatialSpec(), spatial_weight)
