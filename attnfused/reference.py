@@ -131,8 +131,8 @@ def attention(
     """
     b, c = x.shape[:2]
     if channel is not None:
-        avg = F.adaptive_avg_pool2d(x, 1).view(b, c)
-        mx = F.adaptive_max_pool2d(x, 1).view(b, c)
+        avg = F.adaptive_avg_pool2d(x, 1).view(b, c) if channel.pool != "max" else None
+        mx = F.adaptive_max_pool2d(x, 1).view(b, c) if channel.pool != "avg" else None
         if channel.pool == "avgmax_mean":
             stats = [0.5 * (avg + mx)]
         else:

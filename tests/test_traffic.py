@@ -291,3 +291,13 @@ def test_kernel_counting_per_lane_and_restored_on_error():
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
     assert _get_current_dispatch_mode() is None
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name", ["se_avg", "se_max", "eca"])
+def test_eager_reference_does_what_the_source_does(name):
+    """The reference backend is the source's eager code: one pooling pass and one rescale (3 N),
+    no extra pass (e.g. computing a max it does not use)."""
+    eager, _ = _measure(name, "nchw", "reference")
+    assert eager.kernel_bytes == 0
+    assert abs(eager.per_element(4, N, full_only=True) - 3.0) < 1e-9, eager.aten_ops
