@@ -48,6 +48,7 @@ replaced once and the same fused module is put at every place.
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -763,13 +764,6 @@ def recognize(module: nn.Module, *, official_cbam: bool = False) -> Union[Match,
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve(root: nn.Module, path: str):
-    obj = root
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _build(module: nn.Module, match: Match, backend: str) -> Union[nn.Module, str]:
     """The FusedAttention adopting ``module``, or a reason it could not be built."""
     from .modules import FusedAttention
@@ -777,7 +771,7 @@ def _build(module: nn.Module, match: Match, backend: str) -> Union[nn.Module, st
     for params in (match.channel_params, match.spatial_params):
         for role, path in params.items():
             try:
-                obj = _resolve(module, path)
+                obj = operator.attrgetter(path)(module)
             except AttributeError:
                 return f"{role} path {path!r} does not resolve"
             if role == "bn" and not isinstance(obj, nn.modules.batchnorm._BatchNorm):

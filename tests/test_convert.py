@@ -473,8 +473,9 @@ def _fwd_bwd(m, x, dy):
     return y.detach(), x.grad, {n: p.grad for n, p in m.named_parameters()}
 
 
-def _compare(fused, orig, x, tol, what):
-    dy = _input(x.shape, seed=7)
+def _compare(fused, orig, x, tol, what, dy=None):
+    """Train then eval: outputs, input and parameter gradients, buffers (BatchNorm statistics)."""
+    dy = _input(x.shape, seed=7) if dy is None else dy
     for training in (True, False):
         fused.train(training), orig.train(training)
         y0, dx0, g0 = _fwd_bwd(orig, x, dy)
@@ -694,20 +695,7 @@ def test_model_outputs_and_gradients_match(name):
     orig, fused = (copy.deepcopy(m).to(f64).to(memory_format=cl) for m in (orig, fused))
     _exact_hardsigmoid(orig)
     x = _input((2, 3, IMAGE, IMAGE), seed=3).to(f64).to(memory_format=cl)
-    dy = _input((2, 10), seed=4).to(f64)
-    for training in (True, False):
-        orig.train(training), fused.train(training)
-        y0, dx0, g0 = _fwd_bwd(orig, x, dy)
-        y1, dx1, g1 = _fwd_bwd(fused, x, dy)
-        mode = "train" if training else "eval"
-        torch.testing.assert_close(y1, y0, **F64_TOL, msg=lambda s: f"{mode} y: {s}")
-        torch.testing.assert_close(dx1, dx0, **F64_TOL, msg=lambda s: f"{mode} dx: {s}")
-        for n in g0:
-            torch.testing.assert_close(g1[n], g0[n], **F64_TOL, msg=lambda s: f"{mode} grad {n}: {s}")
-        b0, b1 = dict(orig.named_buffers()), dict(fused.named_buffers())
-        assert b0.keys() == b1.keys()
-        for n in b0:
-            torch.testing.assert_close(b1[n], b0[n], **F64_TOL, msg=lambda s: f"{mode} buffer {n}: {s}")
+    _compare(fused, orig, x, F64_TOL, name, dy=_input((2, 10), seed=4).to(f64))
 
 
 @pytest.mark.slow
