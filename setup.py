@@ -1,13 +1,112 @@
 """Build script for attnfused.
 
-This version is pure Python (Triton kernels are JIT-compiled at run time). The compiled extension
-``attnfused._C`` (CUDA C++ and CPU providers from ``csrc/``) hooks in here later; until then the
-"cuda" and "cpu" backends report themselves unavailable.
+The Python package (Triton kernels, JIT-compiled at run time) always installs. On top of it,
+``attnfused._C`` (the "cpu" and "cuda" kernel providers, ``csrc/``) is compiled with ninja through
+``torch.utils.cpp_extension``:
+
+- CUDA + CPU kernels when torch is a CUDA build and nvcc is found (``CUDA_HOME``/``CUDA_PATH``,
+  else nvcc on PATH, following wrapper scripts such as /usr/local/bin/nvcc -> /usr/local/cuda-X/bin);
+  ``TORCH_CUDA_ARCH_LIST`` defaults to the visible GPUs, or to ``8.0;8.6;8.9;9.0+PTX`` without one;
+- CPU kernels only when there is no usable CUDA toolkit, or ``ATTNFUSED_NO_CUDA=1``;
+- no extension (pure Python) with ``ATTNFUSED_NO_EXT=1``, or when torch or a C++ compiler is missing.
+
+It prints which, in one line. Build without isolation so the extension links against the installed
+torch: ``pip install --no-build-isolation -e .`` (DESIGN.md §7).
 """
+
+import glob
+import os
+import re
+import shutil
+import sys
 
 from setuptools import find_packages, setup
 
-print("attnfused: pure-Python install (Triton kernels; no compiled extension in this version)")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
+
+
+def _say(msg: str) -> None:
+    print(f"attnfused: {msg}", file=sys.stderr)
+
+
+def _is_cuda_home(path) -> bool:
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime_api.h")
+    )
+
+
+def _find_cuda_home():
+    """The CUDA toolkit root, or None. torch's own lookup takes dirname(dirname(which nvcc)), which
+    is wrong when nvcc on PATH is a wrapper script (it would answer /usr/local)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if _is_cuda_home(os.environ.get(var)):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    candidates = []
+    if nvcc:
+        real = os.path.realpath(nvcc)
+        candidates.append(os.path.dirname(os.path.dirname(real)))
+        try:
+            with open(real, "rb") as f:
+                head = f.read(4096)
+            if head.startswith(b"#!"):  # a wrapper script: look for the nvcc it runs
+                candidates += [m.decode() for m in re.findall(rb"(/[^\s\"']+)/bin/nvcc", head)]
+        except OSError:
+            pass
+    candidates += sorted(glob.glob("/usr/local/cuda*"), reverse=True)
+    return next((c for c in candidates if _is_cuda_home(c)), None)
+
+
+def _extension_plan():
+    """(ext_modules, cmdclass, one-line summary)."""
+    if os.environ.get("ATTNFUSED_NO_EXT") == "1":
+        return [], {}, "pure-Python install (ATTNFUSED_NO_EXT=1): no compiled 'cpu'/'cuda' providers"
+    try:
+        import torch
+    except ImportError:
+        return [], {}, "pure-Python install (torch is not importable at build time; build with --no-build-isolation)"
+    cxx = os.environ.get("CXX", "c++")
+    if not shutil.which(cxx.split()[0]):
+        return [], {}, f"pure-Python install (no C++ compiler: {cxx!r} not found)"
+
+    cuda_home = None
+    reason = ""
+    if os.environ.get("ATTNFUSED_NO_CUDA") == "1":
+        reason = "ATTNFUSED_NO_CUDA=1"
+    elif torch.version.cuda is None:
+        reason = "torch is not a CUDA build"
+    else:
+        cuda_home = _find_cuda_home()
+        if cuda_home is None:
+            reason = "no CUDA toolkit (nvcc) found"
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home  # read by cpp_extension at import
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
+
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    cxx_flags = ["-O3"]  # the C++ standard is left to torch (its headers need C++20 since 2.13)
+    cpp = ["csrc/ops.cpp", "csrc/cpu/reduce.cpp", "csrc/cpu/pointwise.cpp"]
+    if cuda_home:
+        archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPUs"
+        ext = CUDAExtension(
+            "attnfused._C",
+            cpp + ["csrc/cuda/reduce.cu", "csrc/cuda/pointwise.cu"],
+            define_macros=[("ATTNFUSED_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+        )
+        summary = f"building attnfused._C with CUDA + CPU kernels (nvcc in {cuda_home}, archs {archs})"
+    else:
+        ext = CppExtension("attnfused._C", cpp, extra_compile_args={"cxx": cxx_flags})
+        summary = f"building attnfused._C with CPU kernels only ({reason})"
+    # ninja keeps incremental rebuilds to the files that changed; MAX_JOBS bounds its parallelism.
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}, summary
+
+
+ext_modules, cmdclass, summary = _extension_plan()
+_say(summary)
 
 setup(
     name="attnfused",
@@ -19,4 +118,6 @@ setup(
     install_requires=["torch>=2.4", "numpy"],
     # torchvision: the end-to-end ResNet-50 benchmark (and its test).
     extras_require={"test": ["pytest>=7", "expecttest", "torchvision", "timm>=1.0"], "bench": ["matplotlib", "torchvision"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

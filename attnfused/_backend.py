@@ -5,10 +5,11 @@ Names:
 - ``"reference"``: the eager code in :mod:`attnfused.reference` (plain autograd).
 - ``"triton"``: the Triton kernels. CUDA tensors run compiled kernels; CPU tensors run the Triton
   interpreter, which needs ``TRITON_INTERPRET=1`` set before the kernels are first used.
-- ``"cuda"``, ``"cpu"``: the compiled extension ``attnfused._C`` (not built yet: asking for them
-  raises an error that says so).
-- ``"auto"`` (default): the fastest provider present for the tensor's device (Triton for CUDA
-  tensors); where none applies, the reference, announced once in a log line.
+- ``"cuda"``, ``"cpu"``: the compiled extension ``attnfused._C`` (``csrc/``). Asking for one that
+  this install did not build raises an error that says how to build it.
+- ``"auto"`` (default): for CUDA tensors the Triton kernels (else the "cuda" provider when Triton is
+  missing); for CPU tensors the "cpu" provider. Where none applies (e.g. CPU tensors without the
+  extension), the reference, announced once per device type in a log line.
 
 The choice is a process-wide setting (``set_backend``, ``use_backend``, or the environment variable
 ``ATTNFUSED_BACKEND`` read at import). It is a plain module global rather than a context variable so
@@ -19,6 +20,7 @@ thread-local.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from typing import Iterator
@@ -64,21 +66,34 @@ def use_backend(name: str) -> Iterator[None]:
         _state["backend"] = previous
 
 
+def _auto_table() -> dict[str, str | None]:
+    """"auto"'s provider per device type, decided once at import so that routing stays a dict
+    lookup (traceable by torch.compile). On CUDA Triton comes first, being the provider with the
+    longest GPU test and benchmark record; "cuda" stands in when Triton is not installed."""
+    from .kernels.extension import extension_status
+
+    ext = extension_status()
+    has_triton = importlib.util.find_spec("triton") is not None
+    return {
+        "cuda": "triton" if has_triton else ("cuda" if ext["cuda"] else None),
+        "cpu": "cpu" if ext["built"] else None,
+    }
+
+
+_AUTO = _auto_table()
+
+
 def _auto_provider(device: torch.device) -> str | None:
     """Provider ``"auto"`` picks for ``device``, or None where the reference is the best path."""
-    if device.type == "cuda":
-        return "triton"
-    return None
+    return _AUTO.get(device.type)
 
 
 def _announce_reference(device: torch.device) -> None:
     if device.type in _announced or torch.compiler.is_compiling():
         return
     _announced.add(device.type)
-    log.info(
-        "attnfused: no fused provider for %s tensors yet; backend 'auto' runs the eager reference",
-        device.type,
-    )
+    why = "" if device.type != "cpu" else " (attnfused._C, the 'cpu' provider, is not built)"
+    log.info("attnfused: no fused provider for %s tensors%s; backend 'auto' runs the eager reference", device.type, why)
 
 
 def use_reference(x: torch.Tensor) -> bool:

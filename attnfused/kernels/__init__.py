@@ -29,7 +29,7 @@ from typing import Optional, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["KernelProvider", "load_provider", "provider_names"]
+__all__ = ["KernelProvider", "load_provider", "provider_available", "provider_names"]
 
 
 class KernelProvider(Protocol):
@@ -70,12 +70,12 @@ class KernelProvider(Protocol):
     ) -> Tensor: ...
 
 
-# name -> (module, how to get it). "cuda" and "cpu" are the compiled extension's providers (the
-# csrc issue); until it exists they are known names that report themselves unavailable.
+# name -> (module, attribute) of the provider object. "cuda" and "cpu" come from the compiled
+# extension attnfused._C (csrc/); they report themselves unavailable when it was not built.
 _PROVIDERS = {
-    "triton": "attnfused.kernels.triton",
-    "cuda": None,
-    "cpu": None,
+    "triton": ("attnfused.kernels.triton", "PROVIDER"),
+    "cuda": ("attnfused.kernels.extension", "CUDA"),
+    "cpu": ("attnfused.kernels.extension", "CPU"),
 }
 _loaded: dict[str, KernelProvider] = {}
 
@@ -84,20 +84,29 @@ def provider_names() -> tuple[str, ...]:
     return tuple(_PROVIDERS)
 
 
-def load_provider(name: str, device: torch.device) -> KernelProvider:
-    """Import provider ``name`` and check it can run on ``device``; raise ``RuntimeError`` if not."""
-    module = _PROVIDERS.get(name)
-    if module is None:
-        raise RuntimeError(
-            f"attnfused backend {name!r} is not available: this build of attnfused has no compiled "
-            "extension (attnfused._C) providing it. Use backend 'triton', 'reference' or 'auto'."
-        )
+def _get(name: str) -> KernelProvider:
     provider = _loaded.get(name)
     if provider is None:
+        module, attr = _PROVIDERS[name]
         try:
-            provider = importlib.import_module(module).PROVIDER
-        except ImportError as e:  # triton missing from this torch install
+            provider = getattr(importlib.import_module(module), attr)
+        except ImportError as e:  # e.g. triton missing from this torch install
             raise RuntimeError(f"attnfused backend {name!r} is not available: {e}") from e
         _loaded[name] = provider
+    return provider
+
+
+def provider_available(name: str, device: torch.device) -> bool:
+    """Whether provider ``name`` can run on ``device`` in this install (never raises)."""
+    try:
+        _get(name).check_device(device)
+    except RuntimeError:
+        return False
+    return True
+
+
+def load_provider(name: str, device: torch.device) -> KernelProvider:
+    """Import provider ``name`` and check it can run on ``device``; raise ``RuntimeError`` if not."""
+    provider = _get(name)
     provider.check_device(device)
     return provider

@@ -1,0 +1,99 @@
+"""The compiled providers: ``"cpu"`` and ``"cuda"``, both backed by ``attnfused._C`` (``csrc/``).
+
+The extension registers three torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
+built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c) and
+``pointwise`` (scale, grad_input). This module adapts them to :class:`~attnfused.kernels.KernelProvider`
+(semantics and traffic in :mod:`attnfused.kernels`); the C++ entry points are in ``csrc/ops.cpp``,
+the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["CPU", "CUDA", "ExtensionProvider", "extension_status"]
+
+_BUILD_HINT = (
+    "build it with `pip install --no-build-isolation -e .` from the attnfused checkout (needs a C++ "
+    "compiler, and nvcc for the CUDA kernels; see README, 'Backends')"
+)
+
+
+def _load():
+    """``(module, None)`` or ``(None, reason)``; imported once."""
+    if "module" not in _state:
+        try:
+            _state["module"] = importlib.import_module("attnfused._C")
+            _state["error"] = None
+        except ImportError as e:
+            _state["module"], _state["error"] = None, f"attnfused._C could not be imported ({e})"
+    return _state["module"], _state["error"]
+
+
+_state: dict = {}
+
+
+def extension_status() -> dict:
+    """What this install has: ``{"built": bool, "cuda": bool, "error": str | None}``."""
+    mod, err = _load()
+    return {"built": mod is not None, "cuda": bool(mod is not None and mod.WITH_CUDA), "error": err}
+
+
+def _ops():
+    return torch.ops.attnfused_C
+
+
+class ExtensionProvider:
+    """Kernel provider backed by the compiled extension, for one device type."""
+
+    def __init__(self, name: str, device_type: str) -> None:
+        self.name = name
+        self.device_type = device_type
+
+    def available(self) -> Optional[str]:
+        """None when usable on this install, else why not."""
+        mod, err = _load()
+        if mod is None:
+            return err
+        if self.device_type == "cuda" and not mod.WITH_CUDA:
+            return "attnfused._C was built without its CUDA kernels (no nvcc, or ATTNFUSED_NO_CUDA=1)"
+        return None
+
+    def check_device(self, device: torch.device) -> None:
+        why = self.available()
+        if why is not None:
+            raise RuntimeError(f"attnfused backend {self.name!r} is not available: {why}; {_BUILD_HINT}")
+        if device.type != self.device_type:
+            raise RuntimeError(
+                f"attnfused backend {self.name!r} runs on {self.device_type} tensors, got {device.type} tensors; "
+                "use backend 'auto' to pick the provider for each tensor's device"
+            )
+
+    def pool_hw(self, x: Tensor, want_max: bool):
+        h, w = x.shape[2:]
+        avg, mx, arg = _ops().reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)))
+        return (avg, mx, arg) if want_max else (avg, None, None)
+
+    def pool_c(self, x: Tensor, ca: Optional[Tensor]):
+        mean, mx, arg = _ops().reduce_c(x, None, ca, True, float(max(x.shape[1], 1)))
+        return mx, mean, arg
+
+    def dot_hw(self, dy, x, sa=None, da=None, dm=None, amc=None) -> Tensor:
+        return _ops().reduce_hw(dy, x, sa, da, dm, amc, False, 1.0)[0]
+
+    def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor:
+        return _ops().reduce_c(dy, x, ca, False, 1.0)[0]
+
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:
+        return _ops().pointwise(x, x, True, ca, sa, None, None, None, None, None, None)
+
+    def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
+        return _ops().pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
+
+
+CPU = ExtensionProvider("cpu", "cpu")
+CUDA = ExtensionProvider("cuda", "cuda")

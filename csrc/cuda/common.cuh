@@ -1,0 +1,65 @@
+// Shared by the CUDA kernels: element conversions and warp reductions. Plain CUDA headers only.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "../passes.h"
+
+namespace attnfused {
+namespace cuda {
+
+template <typename scalar_t> struct Cvt;
+template <> struct Cvt<float> {
+  __device__ __forceinline__ static float to(float v) { return v; }
+  __device__ __forceinline__ static float from(float v) { return v; }
+};
+template <> struct Cvt<double> {
+  __device__ __forceinline__ static double to(double v) { return v; }
+  __device__ __forceinline__ static double from(double v) { return v; }
+};
+template <> struct Cvt<__half> {
+  __device__ __forceinline__ static float to(__half v) { return __half2float(v); }
+  __device__ __forceinline__ static __half from(float v) { return __float2half_rn(v); }
+};
+template <> struct Cvt<__nv_bfloat16> {
+  __device__ __forceinline__ static float to(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
+};
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t ld(const void* base, int64_t off) {
+  return static_cast<acc_t>(Cvt<scalar_t>::to(static_cast<const scalar_t*>(base)[off]));
+}
+
+// The input dtype's rounding of an accumulator value (eager materialises x1 = x * ca).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t round_to(acc_t v) {
+  return static_cast<acc_t>(Cvt<scalar_t>::to(Cvt<scalar_t>::from(v)));
+}
+
+// Sum and (max, first argmax) across a warp with shuffles. The sum's tree order is fixed, so
+// results are deterministic run to run.
+template <typename acc_t>
+__device__ __forceinline__ void warp_reduce(acc_t& sum, acc_t& m, int32_t& arg, bool want_max) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (want_max) {
+      const acc_t m2 = __shfl_xor_sync(0xffffffffu, m, off);
+      const int32_t a2 = __shfl_xor_sync(0xffffffffu, arg, off);
+      max_merge(m, arg, m2, a2);
+    }
+  }
+}
+
+int sm_count();  // of the current device (cached)
+
+__host__ __device__ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace cuda
+}  // namespace attnfused

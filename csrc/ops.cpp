@@ -1,0 +1,266 @@
+// attnfused._C: the kernel passes as torch ops (namespace ``attnfused_C``), one schema each, with a
+// CPU and (when built with CUDA) a CUDA implementation. The block-level custom op
+// ``attnfused::attention`` (Python, attnfused/ops/attention.py) calls them through the "cpu" and
+// "cuda" providers (attnfused/kernels/extension.py); this file only checks inputs, views tensors
+// as [B, C, P], allocates outputs and hands plain structs to the kernels (entry.h).
+#include <Python.h>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#ifdef ATTNFUSED_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "entry.h"
+
+namespace attnfused {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+DType dtype_of(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::kF32;
+    case at::kDouble: return DType::kF64;
+    case at::kHalf: return DType::kF16;
+    case at::kBFloat16: return DType::kBF16;
+    default: TORCH_CHECK(false, "attnfused: unsupported dtype ", t.scalar_type(), " (float32/64, float16, bfloat16)");
+  }
+}
+
+at::ScalarType acc_type(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+// [B, C, P] view without a copy where H and W merge (NCHW, channels_last, expanded, slices);
+// otherwise one contiguous copy, kept alive in ``keep`` (same rule as kernels/_layout.py).
+View view_of(const Tensor& t, Tensor& keep) {
+  const int64_t h = t.size(2), w = t.size(3);
+  const int64_t sb = t.stride(0), sc = t.stride(1), sh = t.stride(2), sw = t.stride(3);
+  if (w == 1) return {t.data_ptr(), sb, sc, sh};
+  if (h == 1 || sh == w * sw) return {t.data_ptr(), sb, sc, sw};
+  keep = t.contiguous();
+  return view_of(keep, keep);
+}
+
+void check_big(const Tensor& a, const char* name) {
+  TORCH_CHECK(a.dim() == 4, "attnfused: ", name, " must be 4-D [B, C, H, W], got ", a.dim(), "-D");
+  dtype_of(a);
+  TORCH_CHECK(a.size(2) * a.size(3) <= INT32_MAX && a.size(1) <= INT32_MAX,
+              "attnfused: C and H*W must fit in int32 (argmax indices)");
+}
+
+// A small term: contiguous, on a's device, ``numel`` entries of ``dtype``.
+template <typename T>
+const T* small(const OptTensor& t, const Tensor& a, at::ScalarType dtype, int64_t numel, const char* name) {
+  if (!t.has_value()) return nullptr;
+  const Tensor& s = *t;
+  TORCH_CHECK(s.device() == a.device(), "attnfused: ", name, " is on ", s.device(), ", expected ", a.device());
+  TORCH_CHECK(s.scalar_type() == dtype, "attnfused: ", name, " must be ", dtype, ", got ", s.scalar_type());
+  TORCH_CHECK(s.is_contiguous() && s.numel() == numel, "attnfused: ", name, " must be contiguous with ", numel,
+              " elements, got shape ", s.sizes());
+  return s.data_ptr<T>();
+}
+
+template <typename acc_t>
+std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const OptTensor& x, const OptTensor& ca,
+                                          const OptTensor& sa, const OptTensor& da, const OptTensor& dm,
+                                          const OptTensor& amc, bool want_max, double divisor) {
+  const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
+  const int64_t n = over_c ? P : C;
+  const auto acc = acc_type(a);
+  auto fopts = a.options().dtype(acc);
+  Tensor sum = at::empty({B, n}, fopts);
+  Tensor mx = want_max ? at::empty({B, n}, fopts) : at::empty({0}, fopts);
+  Tensor arg = want_max ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
+  if (a.numel() == 0) {
+    // Empty reductions: zero sums (as torch.sum), and no max to take; zero-size outputs only.
+    sum.zero_();
+    return {sum, mx, arg};
+  }
+  Tensor keep_a, keep_x;
+  ReduceArgs<acc_t> r{};
+  r.B = B; r.C = C; r.P = P;
+  r.a = view_of(a, keep_a);
+  r.has_x = x.has_value();
+  if (r.has_x) {
+    check_big(*x, "x");
+    TORCH_CHECK(x->sizes() == a.sizes() && x->scalar_type() == a.scalar_type() && x->device() == a.device(),
+                "attnfused: x must match the gradient's shape, dtype and device");
+    r.x = view_of(*x, keep_x);
+  } else {
+    r.x = r.a;
+  }
+  r.want_max = want_max;
+  r.divisor = static_cast<acc_t>(divisor);
+  r.t.ca = small<acc_t>(ca, a, acc, B * C, "ca");
+  r.t.sa = small<acc_t>(sa, a, acc, B * P, "sa");
+  r.t.da = small<acc_t>(da, a, acc, B * P, "da");
+  r.t.dm = small<acc_t>(dm, a, acc, B * P, "dm");
+  r.t.amc = small<int32_t>(amc, a, at::kInt, B * P, "amc");
+  TORCH_CHECK(!r.t.dm == !r.t.amc, "attnfused: dm and amc come together");
+  r.round_x1 = over_c && r.t.ca && !r.has_x && a.scalar_type() != acc;
+  r.n_split = 1;
+  r.split_len = over_c ? C : P;
+  r.out_sum = sum.data_ptr<acc_t>();
+  r.out_max = want_max ? mx.data_ptr<acc_t>() : nullptr;
+  r.out_arg = want_max ? arg.data_ptr<int32_t>() : nullptr;
+  const DType dt = dtype_of(a);
+  if (a.is_cpu()) {
+    over_c ? cpu::reduce_c(dt, r) : cpu::reduce_hw(dt, r);
+    return {sum, mx, arg};
+  }
+#ifdef ATTNFUSED_WITH_CUDA
+  TORCH_CHECK(a.is_cuda(), "attnfused: unsupported device ", a.device());
+  c10::cuda::CUDAGuard guard(a.device());
+  int64_t programs = 0, block = 1;
+  const bool c_fast = r.a.sc < r.a.sp;
+  over_c ? cuda::reduce_c_shape(B, C, P, c_fast, &programs, &block)
+         : cuda::reduce_hw_shape(B, C, P, c_fast, &programs, &block);
+  const int64_t len = over_c ? C : P;
+  r.n_split = cuda::reduce_splits(programs, len, block);
+  Tensor parts_sum, parts_max, parts_arg;
+  if (r.n_split > 1) {
+    const int64_t per = (len + r.n_split - 1) / r.n_split;
+    r.split_len = (per + block - 1) / block * block;
+    r.n_split = (len + r.split_len - 1) / r.split_len;
+    parts_sum = at::empty({B, r.n_split, n}, fopts);
+    r.out_sum = parts_sum.data_ptr<acc_t>();
+    if (want_max) {
+      parts_max = at::empty({B, r.n_split, n}, fopts);
+      parts_arg = at::empty({B, r.n_split, n}, fopts.dtype(at::kInt));
+      r.out_max = parts_max.data_ptr<acc_t>();
+      r.out_arg = parts_arg.data_ptr<int32_t>();
+    }
+    r.divisor = 1;
+  }
+  void* stream = c10::cuda::getCurrentCUDAStream(a.device().index()).stream();
+  acc_t* fmax = want_max ? mx.data_ptr<acc_t>() : nullptr;
+  int32_t* farg = want_max ? arg.data_ptr<int32_t>() : nullptr;
+  over_c ? cuda::reduce_c(dt, r, sum.data_ptr<acc_t>(), fmax, farg, static_cast<acc_t>(divisor), stream)
+         : cuda::reduce_hw(dt, r, sum.data_ptr<acc_t>(), fmax, farg, static_cast<acc_t>(divisor), stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {sum, mx, arg};
+#else
+  TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", a.device());
+#endif
+}
+
+std::tuple<Tensor, Tensor, Tensor> reduce_hw_op(const Tensor& a, const OptTensor& x, const OptTensor& sa,
+                                                const OptTensor& da, const OptTensor& dm, const OptTensor& amc,
+                                                bool want_max, double divisor) {
+  check_big(a, "input");
+  TORCH_CHECK(!(want_max && x.has_value()), "attnfused: reduce_hw takes the max of a pool, not of a dot");
+  if (a.scalar_type() == at::kDouble)
+    return reduce<double>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor);
+  return reduce<float>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor);
+}
+
+std::tuple<Tensor, Tensor, Tensor> reduce_c_op(const Tensor& a, const OptTensor& x, const OptTensor& ca,
+                                               bool want_max, double divisor) {
+  check_big(a, "input");
+  TORCH_CHECK(!(want_max && x.has_value()), "attnfused: reduce_c takes the max of a pool, not of a dot");
+  if (a.scalar_type() == at::kDouble)
+    return reduce<double>(true, a, x, ca, std::nullopt, std::nullopt, std::nullopt, std::nullopt, want_max, divisor);
+  return reduce<float>(true, a, x, ca, std::nullopt, std::nullopt, std::nullopt, std::nullopt, want_max, divisor);
+}
+
+// Output in ``like``'s layout where it maps to [B, C, P], else NCHW (kernels/_layout.py empty_output).
+Tensor empty_output(const Tensor& like) {
+  const int64_t h = like.size(2), w = like.size(3);
+  if (w == 1 || h == 1 || like.stride(2) == w * like.stride(3))
+    return at::empty_like(like, at::MemoryFormat::Preserve);
+  return at::empty(like.sizes(), like.options());
+}
+
+template <typename acc_t>
+Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
+                 const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
+                 const OptTensor& dmax, const OptTensor& amp) {
+  Tensor out = empty_output(like);
+  if (out.numel() == 0) return out;
+  const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
+  const auto acc = acc_type(a);
+  Tensor keep_a, keep_o;
+  PointwiseArgs<acc_t> w{};
+  w.B = B; w.C = C; w.P = P;
+  w.a = view_of(a, keep_a);
+  const View vo = view_of(out, keep_o);
+  w.out = out.data_ptr();
+  w.ob = vo.sb; w.oc = vo.sc; w.op = vo.sp;
+  w.ca_first = ca_first;
+  w.t.ca = small<acc_t>(ca, a, acc, B * C, "ca");
+  w.t.sa = small<acc_t>(sa, a, acc, B * P, "sa");
+  w.t.da = small<acc_t>(da, a, acc, B * P, "da");
+  w.t.dm = small<acc_t>(dm, a, acc, B * P, "dm");
+  w.t.amc = small<int32_t>(amc, a, at::kInt, B * P, "amc");
+  w.t.davg = small<acc_t>(davg, a, acc, B * C, "davg");
+  w.t.dmax = small<acc_t>(dmax, a, acc, B * C, "dmax");
+  w.t.amp = small<int32_t>(amp, a, at::kInt, B * C, "amp");
+  TORCH_CHECK(!w.t.dm == !w.t.amc && !w.t.dmax == !w.t.amp, "attnfused: each max gradient comes with its argmax");
+  w.round_x1 = ca_first && w.t.ca && w.t.sa && a.scalar_type() != acc;
+  const DType dt = dtype_of(a);
+  if (a.is_cpu()) {
+    cpu::pointwise(dt, w);
+    return out;
+  }
+#ifdef ATTNFUSED_WITH_CUDA
+  TORCH_CHECK(a.is_cuda(), "attnfused: unsupported device ", a.device());
+  c10::cuda::CUDAGuard guard(a.device());
+  cuda::pointwise(dt, w, c10::cuda::getCurrentCUDAStream(a.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+#else
+  TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", a.device());
+#endif
+}
+
+Tensor pointwise_op(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
+                    const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
+                    const OptTensor& dmax, const OptTensor& amp) {
+  check_big(a, "input");
+  TORCH_CHECK(like.sizes() == a.sizes() && like.scalar_type() == a.scalar_type() && like.device() == a.device(),
+              "attnfused: like must match the input's shape, dtype and device");
+  if (a.scalar_type() == at::kDouble) return pointwise<double>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
+  return pointwise<float>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
+}
+
+}  // namespace
+}  // namespace attnfused
+
+TORCH_LIBRARY(attnfused_C, m) {
+  m.def("reduce_hw(Tensor a, Tensor? x, Tensor? sa, Tensor? da, Tensor? dm, Tensor? amc, bool want_max, "
+        "float divisor) -> (Tensor, Tensor, Tensor)");
+  m.def("reduce_c(Tensor a, Tensor? x, Tensor? ca, bool want_max, float divisor) -> (Tensor, Tensor, Tensor)");
+  m.def("pointwise(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
+        "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
+  m.impl("reduce_hw", &attnfused::reduce_hw_op);
+  m.impl("reduce_c", &attnfused::reduce_c_op);
+  m.impl("pointwise", &attnfused::pointwise_op);
+}
+
+#ifdef ATTNFUSED_WITH_CUDA
+TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
+  m.impl("reduce_hw", &attnfused::reduce_hw_op);
+  m.impl("reduce_c", &attnfused::reduce_c_op);
+  m.impl("pointwise", &attnfused::pointwise_op);
+}
+#define ATTNFUSED_HAS_CUDA 1
+#else
+#define ATTNFUSED_HAS_CUDA 0
+#endif
+
+// A plain Python module: importing attnfused._C registers the ops above; ``WITH_CUDA`` says
+// whether the CUDA kernels were compiled in.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "attnfused compiled kernels (CPU, CUDA)", -1,
+                                   nullptr};
+  PyObject* mod = PyModule_Create(&def);
+  if (mod) PyModule_AddIntConstant(mod, "WITH_CUDA", ATTNFUSED_HAS_CUDA);
+  return mod;
+}
