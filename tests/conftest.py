@@ -10,3 +10,12 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["triton", "cuda" if torch.cuda.is_available() else "cpu"])
+def provider(request) -> str:
+    """Each fused provider under test on this machine (tests/helpers.py: FUSED)."""
+    return request.param

@@ -12,6 +12,22 @@ import attnfused
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # The CPU runs the Triton interpreter (fp32/fp64); a GPU adds the half types.
 DTYPES = [torch.float32, torch.float64] + ([torch.float16, torch.bfloat16] if DEVICE.type == "cuda" else [])
+ALL_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+# The fused providers under test on this machine: Triton (interpreted on CPU) and the compiled
+# extension's provider for the device. The extension is listed even when it was not built, so its
+# tests fail loudly instead of vanishing (tests/test_extension.py says why).
+EXT = "cuda" if DEVICE.type == "cuda" else "cpu"
+FUSED = ["triton", EXT]
+
+
+def dtypes_for(provider: str) -> list[torch.dtype]:
+    """Dtypes a provider is tested in: the Triton interpreter's bf16 arithmetic is wrong (DESIGN.md
+    §7), so interpreted Triton gets fp32/fp64; compiled providers get all four."""
+    return DTYPES if provider == "triton" else ALL_DTYPES
+
+
+FUSED_DTYPES = [(p, d) for p in FUSED for d in dtypes_for(p)]
 LAYOUTS = ["nchw", "channels_last"]
 
 # (rtol, atol) vs the reference in the same dtype: fp32/fp64 differ only by summation order;

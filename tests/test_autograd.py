@@ -45,20 +45,20 @@ def _x(layout: str, shape=(2, 4, 3, 5)):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_gradcheck(case, layout):
+def test_gradcheck(case, layout, provider):
     # fast_mode checks the full Jacobian against random projections (a few evaluations instead of
     # one per input element): the interpreter makes each evaluation cost milliseconds.
     fn, args = CASES[case](_x(layout))
     args = tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("case", ["se_max", "cbam_fc"])
-def test_gradcheck_full_jacobian(case):
+def test_gradcheck_full_jacobian(case, provider):
     fn, args = CASES[case](_x("channels_last", shape=(2, 3, 2, 3)))
     args = tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
@@ -113,22 +113,22 @@ def _op_args(case: str, layout: str):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", list(FAMILY))
-def test_opcheck(case, layout):
+def test_opcheck(case, layout, provider):
     args = tuple(
         a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
         for a in _op_args(case, layout)
     )
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         torch.library.opcheck(torch.ops.attnfused.attention.default, args)
 
 
 @pytest.mark.parametrize("case", ["fc_bias_silu_hsig", "cbam_timm_bn_train", "cbam_timm_bn_eval"])
-def test_opcheck_backward_op(case):
+def test_opcheck_backward_op(case, provider):
     args = _op_args(case, "nchw")
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         y, *saved = torch.ops.attnfused.attention(*args)
     dy = torch.randn_like(y)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         torch.library.opcheck(torch.ops.attnfused.attention_backward.default, (dy, *args, *saved[:7]))
 
 
@@ -136,7 +136,7 @@ def test_opcheck_backward_op(case):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", [c for c in FAMILY if c not in CASES])
-def test_gradcheck_family(case, layout):
+def test_gradcheck_family(case, layout, provider):
     x = _x(layout)
     kwargs = FAMILY[case](x.shape[1])
     names = ["x"] + [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k not in _NOT_DIFFERENTIABLE]
@@ -146,16 +146,16 @@ def test_gradcheck_family(case, layout):
     def fn(*tensors):
         return AF.attention(**dict(zip(names, tensors)), **fixed)
 
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("case", list(FAMILY))
-def test_family_matches_reference_with_running_stats(case):
+def test_family_matches_reference_with_running_stats(case, provider):
     """Fused vs reference in fp64: y, every gradient, and the BatchNorm running statistics."""
     x = _x("channels_last", shape=(3, 5, 4, 6))
     results = []
-    for backend in ("reference", "triton"):
+    for backend in ("reference", provider):
         kwargs = FAMILY[case](x.shape[1])
         names = ["x"] + [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k not in _NOT_DIFFERENTIABLE]
         leaves = {n: (x if n == "x" else kwargs[n]).detach().clone().requires_grad_(True) for n in names}
@@ -178,5 +178,5 @@ def test_family_matches_reference_with_running_stats(case):
 def test_spatial_batchnorm_in_training_refuses_a_single_value():
     kwargs = FAMILY["cbam_timm_bn_train"](4)
     for shape in ((1, 4, 1, 1), (0, 4, 3, 3)):
-        with attnfused.use_backend("triton"), pytest.raises(ValueError, match="more than 1 value"):
+        with pytest.raises(ValueError, match="more than 1 value"):
             AF.attention(torch.zeros(shape, dtype=torch.float64, device=DEVICE), **kwargs)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnfused
-from helpers import BLOCKS, DEVICE, DTYPES, LAYOUTS, assert_close, make_block, make_input, run_fwd_bwd
+from helpers import BLOCKS, DEVICE, FUSED_DTYPES, LAYOUTS, TOL, assert_close, make_block, make_input, run_fwd_bwd
 
 # Odd shapes: C=1, H=W=1, C above the channels_last tile (64), H*W above the NCHW tile (256) and
 # not a multiple of any block, batch 1 and 3.
@@ -20,27 +20,39 @@ SHAPES = [
 ]
 
 
-def _assert_triton_matches_reference(m, x, dy, dtype):
-    """Forward, dx and every parameter gradient (same dtype too) agree; returns the fused (y, dx)."""
+def _assert_fused_matches_reference(m, x, dy, dtype, provider):
+    """Forward, dx and every parameter gradient (same dtype too) agree; returns the fused (y, dx).
+
+    In fp16/bf16 the parameter gradients are compared relative to their largest entry: they are
+    sums over B*H*W products, which eager accumulates in that precision (errors of ~1% of the
+    largest entry) and the kernels in fp32. y and dx keep the elementwise tolerance; the kernels
+    round ``x1 = x * ca`` to the input dtype as eager does, so CBAM's channel argmax (and where its
+    gradient goes) matches eager's, ties included.
+    """
+    y, dx, g = run_fwd_bwd(m, x, provider, dy)
     y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
-    y, dx, g = run_fwd_bwd(m, x, "triton", dy)
     assert_close(y, y_ref, dtype, "y")
     assert_close(dx, dx_ref, dtype, "dx")
+    half = dtype in (torch.float16, torch.bfloat16)
     for name in g_ref:
         assert g[name].dtype == g_ref[name].dtype
-        assert_close(g[name], g_ref[name], dtype, f"grad of {name}")
+        scale = g_ref[name].abs().max().item() if half and g_ref[name].numel() else 1.0
+        rtol, atol = TOL[dtype]
+        torch.testing.assert_close(
+            g[name], g_ref[name], rtol=rtol, atol=atol * max(1.0, scale), msg=lambda e: f"grad of {name}: {e}"
+        )
     return y, dx
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("provider,dtype", FUSED_DTYPES, ids=lambda v: str(v).replace("torch.", ""))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("block", list(BLOCKS))
-def test_matches_reference(block, shape, dtype, layout):
+def test_matches_reference(block, shape, provider, dtype, layout):
     m = make_block(block, shape[1], dtype)
     x = make_input(shape, dtype, layout)
     dy = make_input(shape, dtype, "nchw", seed=2)
-    y, dx = _assert_triton_matches_reference(m, x, dy, dtype)
+    y, dx = _assert_fused_matches_reference(m, x, dy, dtype, provider)
     assert y.dtype == dtype and dx.dtype == dtype
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt), "output must keep the input's layout"
@@ -48,12 +60,12 @@ def test_matches_reference(block, shape, dtype, layout):
 
 
 @pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
-def test_odd_strides_and_expanded_grad(block):
+def test_odd_strides_and_expanded_grad(block, provider):
     """A transposed H/W view (one documented copy) and the stride-0 gradient of ``y.sum()``."""
     m = make_block(block, 6, torch.float64)
     base = make_input((2, 6, 5, 4), torch.float64, "nchw")
     x = base.transpose(2, 3)  # [2, 6, 4, 5], H and W not mergeable into one strided axis
-    for backend in ("reference", "triton"):
+    for backend in ("reference", provider):
         xi = x.detach().clone().requires_grad_(True) if backend == "reference" else x.detach().requires_grad_(True)
         m.zero_grad()
         with attnfused.use_backend(backend):
@@ -69,43 +81,43 @@ def test_odd_strides_and_expanded_grad(block):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_mixed_layouts_of_x_and_dy(layout):
+def test_mixed_layouts_of_x_and_dy(layout, provider):
     """dy in the other layout than x is read natively; dx follows x."""
     m = make_block("cbam_conv", 6, torch.float64)
     x = make_input((2, 6, 5, 3), torch.float64, layout)
     other = "nchw" if layout == "channels_last" else "channels_last"
     dy = make_input((2, 6, 5, 3), torch.float64, other, seed=3)
-    _assert_triton_matches_reference(m, x, dy, torch.float64)
+    _assert_fused_matches_reference(m, x, dy, torch.float64, provider)
 
 
 @pytest.mark.parametrize("block", ["se_max", "ca_fc", "spatial3", "cbam_fc"])
-def test_max_ties_go_to_first_index(block):
+def test_max_ties_go_to_first_index(block, provider):
     """Ties in max pooling send the whole gradient to the first maximal element, as eager does."""
     m = make_block(block, 4, torch.float64)
     x = torch.zeros(2, 4, 3, 5, dtype=torch.float64, device=DEVICE)
     x[:, :, 1:, :] = 1.0  # every channel has 10 tied maxima; every pixel ties across channels
     dy = make_input((2, 4, 3, 5), torch.float64, "nchw", seed=3)
-    _assert_triton_matches_reference(m, x, dy, torch.float64)
+    _assert_fused_matches_reference(m, x, dy, torch.float64, provider)
 
 
 @pytest.mark.parametrize("block", ["se_avg", "se_max", "spatial3", "cbam_fc"])
-def test_nan_propagates_like_eager(block):
+def test_nan_propagates_like_eager(block, provider):
     m = make_block(block, 4, torch.float32)
     x = make_input((2, 4, 3, 5), torch.float32, "nchw")
     x[0, 1, 2, 3] = float("nan")
     with attnfused.use_backend("reference"):
         y_ref = m(x)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         y = m(x)
     assert torch.equal(torch.isnan(y), torch.isnan(y_ref))
     assert_close(y.nan_to_num(0.0), y_ref.nan_to_num(0.0), torch.float32, "y")
 
 
 @pytest.mark.parametrize("block", ["se_max", "eca", "cbam_conv", "spatial7"])
-def test_empty_batch(block):
+def test_empty_batch(block, provider):
     m = make_block(block, 5, torch.float32)
     x = torch.zeros(0, 5, 4, 4, device=DEVICE, requires_grad=True)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         y = m(x)
         y.sum().backward()
     assert y.shape == x.shape
@@ -114,12 +126,12 @@ def test_empty_batch(block):
         assert p.grad is not None and torch.all(p.grad == 0)
 
 
-def test_no_grad_and_inference_mode():
+def test_no_grad_and_inference_mode(provider):
     m = make_block("cbam_fc", 6, torch.float32)
     x = make_input((2, 6, 4, 5), torch.float32, "nchw")
     with attnfused.use_backend("reference"):
         y_ref = m(x)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         with torch.no_grad():
             y1 = m(x)
         with torch.inference_mode():
@@ -129,11 +141,11 @@ def test_no_grad_and_inference_mode():
     assert_close(y2, y_ref.detach(), torch.float32, "inference_mode")
 
 
-def test_weights_in_another_dtype_than_x():
+def test_weights_in_another_dtype_than_x(provider):
     """fp32 weights with fp64 x (as fp32 weights meet bf16 activations under autocast)."""
     m = make_block("cbam_fc", 6, torch.float32)
     x = make_input((2, 6, 4, 5), torch.float64, "nchw", seed=5).requires_grad_(True)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         y = m(x)
         y.sum().backward()
     assert y.dtype == torch.float64
@@ -145,14 +157,14 @@ def test_weights_in_another_dtype_than_x():
     torch.testing.assert_close(y.detach(), y_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_autocast():
+def test_autocast(provider):
     """Under autocast the block sees low-precision x and fp32 weights; gates stay in fp32."""
     half = torch.bfloat16
     m = make_block("cbam_fc", 6, torch.float32)
     x = make_input((2, 6, 4, 5), torch.float32, "nchw")
     with torch.autocast(DEVICE.type, dtype=half):
         xh = x.to(half).requires_grad_(True)
-        with attnfused.use_backend("triton"):
+        with attnfused.use_backend(provider):
             y = m(xh)
         y.float().sum().backward()
     assert y.dtype == half and xh.grad.dtype == half
@@ -176,7 +188,7 @@ def test_split_reductions_match_reference(block, shape, layout, forced_split):
     m = make_block(block, shape[1], torch.float64)
     x = make_input(shape, torch.float64, layout)
     dy = make_input(shape, torch.float64, "nchw", seed=2)
-    _assert_triton_matches_reference(m, x, dy, torch.float64)
+    _assert_fused_matches_reference(m, x, dy, torch.float64, "triton")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -188,7 +200,7 @@ def test_split_reductions_keep_first_index_ties(block, layout, forced_split):
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     dy = make_input((2, 20, 6, 7), torch.float64, "nchw", seed=3)
-    _assert_triton_matches_reference(m, x, dy, torch.float64)
+    _assert_fused_matches_reference(m, x, dy, torch.float64, "triton")
 
 
 def test_split_plan():

@@ -12,14 +12,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("block", ["se_max", "eca", "cbam_fc", "spatial3"])
-def test_compile_fullgraph_forward_backward(block):
+def test_compile_fullgraph_forward_backward(block, provider):
     torch._dynamo.reset()
     m = make_block(block, 6, torch.float32)
     x = make_input((2, 6, 5, 7), torch.float32, "channels_last")
     dy = make_input((2, 6, 5, 7), torch.float32, "nchw", seed=2)
     y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
     compiled = torch.compile(m, fullgraph=True)  # raises on any graph break
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         xc = x.detach().clone().requires_grad_(True)
         y = compiled(xc)
         y.backward(dy)
@@ -31,7 +31,7 @@ def test_compile_fullgraph_forward_backward(block):
         assert_close(p.grad, g_ref[n], torch.float32, n)
 
 
-def test_compiled_graph_calls_the_fused_op():
+def test_compiled_graph_calls_the_fused_op(provider):
     """The traced forward holds attnfused::attention and no eager pooling."""
     torch._dynamo.reset()
     m = make_block("cbam_conv", 6, torch.float32)
@@ -42,14 +42,14 @@ def test_compiled_graph_calls_the_fused_op():
         graphs.append(gm)
         return gm.forward
 
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         torch.compile(m, backend=capture, fullgraph=True)(x)
     code = graphs[0].code
     assert "attnfused.attention" in code
     assert "adaptive" not in code and "max_pool" not in code
 
 
-def test_compile_family_member_with_batchnorm_in_training():
+def test_compile_family_member_with_batchnorm_in_training(provider):
     """A timm-style CBAM (biases, (mean, max) maps, spatial BatchNorm in training) through
     FusedAttention: one graph, running statistics updated as in eager."""
     import copy
@@ -73,7 +73,7 @@ def test_compile_family_member_with_batchnorm_in_training():
     x = make_input((2, 6, 5, 7), torch.float32, "channels_last")
     xe, xc = x.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
     ye = eager(xe)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         yc = compiled(xc)
         yc.sum().backward()
     ye.sum().backward()
