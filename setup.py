@@ -4,19 +4,20 @@ The Python package (Triton kernels, JIT-compiled at run time) always installs. O
 ``attnfused._C`` (the "cpu" and "cuda" kernel providers, ``csrc/``) is compiled with ninja through
 ``torch.utils.cpp_extension``:
 
-- CUDA + CPU kernels when torch is a CUDA build and nvcc is found (``CUDA_HOME``/``CUDA_PATH``,
-  else nvcc on PATH, following wrapper scripts such as /usr/local/bin/nvcc -> /usr/local/cuda-X/bin);
+- CUDA + CPU kernels when torch is a CUDA build and an nvcc of the same major version is found
+  (``CUDA_HOME``/``CUDA_PATH``, else nvcc on PATH, following wrapper scripts such as
+  /usr/local/bin/nvcc -> /usr/local/cuda-X/bin; attnfused/_toolchain.py);
   ``TORCH_CUDA_ARCH_LIST`` defaults to the visible GPUs, or to ``8.0;8.6;8.9;9.0+PTX`` without one;
-- CPU kernels only when there is no usable CUDA toolkit, or ``ATTNFUSED_NO_CUDA=1``;
+- CPU kernels only when there is no usable CUDA toolkit (the line printed says why), or
+  ``ATTNFUSED_NO_CUDA=1``;
 - no extension (pure Python) with ``ATTNFUSED_NO_EXT=1``, or when torch or a C++ compiler is missing.
 
 It prints which, in one line. Build without isolation so the extension links against the installed
 torch: ``pip install --no-build-isolation -e .`` (DESIGN.md §7).
 """
 
-import glob
+import importlib.util
 import os
-import re
 import shutil
 import sys
 
@@ -30,32 +31,12 @@ def _say(msg: str) -> None:
     print(f"attnfused: {msg}", file=sys.stderr)
 
 
-def _is_cuda_home(path) -> bool:
-    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
-        os.path.join(path, "include", "cuda_runtime_api.h")
-    )
-
-
-def _find_cuda_home():
-    """The CUDA toolkit root, or None. torch's own lookup takes dirname(dirname(which nvcc)), which
-    is wrong when nvcc on PATH is a wrapper script (it would answer /usr/local)."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if _is_cuda_home(os.environ.get(var)):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    candidates = []
-    if nvcc:
-        real = os.path.realpath(nvcc)
-        candidates.append(os.path.dirname(os.path.dirname(real)))
-        try:
-            with open(real, "rb") as f:
-                head = f.read(4096)
-            if head.startswith(b"#!"):  # a wrapper script: look for the nvcc it runs
-                candidates += [m.decode() for m in re.findall(rb"(/[^\s\"']+)/bin/nvcc", head)]
-        except OSError:
-            pass
-    candidates += sorted(glob.glob("/usr/local/cuda*"), reverse=True)
-    return next((c for c in candidates if _is_cuda_home(c)), None)
+def _toolchain():
+    """attnfused/_toolchain.py, loaded from the source tree (the package is not installed yet)."""
+    spec = importlib.util.spec_from_file_location("_toolchain", os.path.join(HERE, "attnfused", "_toolchain.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _extension_plan():
@@ -70,16 +51,7 @@ def _extension_plan():
     if not shutil.which(cxx.split()[0]):
         return [], {}, f"pure-Python install (no C++ compiler: {cxx!r} not found)"
 
-    cuda_home = None
-    reason = ""
-    if os.environ.get("ATTNFUSED_NO_CUDA") == "1":
-        reason = "ATTNFUSED_NO_CUDA=1"
-    elif torch.version.cuda is None:
-        reason = "torch is not a CUDA build"
-    else:
-        cuda_home = _find_cuda_home()
-        if cuda_home is None:
-            reason = "no CUDA toolkit (nvcc) found"
+    cuda_home, reason = _toolchain().cuda_build_problem(torch.version.cuda)
     if cuda_home:
         os.environ["CUDA_HOME"] = cuda_home  # read by cpp_extension at import
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():

@@ -37,7 +37,7 @@ step() {  # step NAME COMMAND...: run, log, record the exit code
 BENCH_ARGS=${BENCH_ARGS:---batch 32 --compile-modes default --e2e-precision bf16-autocast --e2e-impls eager attnfused compile}
 for s in ${STEPS:-install tests bench}; do
   case $s in
-    install) step install pip install --no-build-isolation --no-deps -e . ;;
+    install) step install env MAX_JOBS=16 pip install --no-build-isolation --no-deps -v -e . ;;
     # shellcheck disable=SC2086
     tests) step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-} ;;
     # shellcheck disable=SC2086

@@ -121,6 +121,8 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
          : cuda::reduce_hw_shape(B, C, P, c_fast, &programs, &block);
   const int64_t len = over_c ? C : P;
   r.n_split = cuda::reduce_splits(programs, len, block);
+  TORCH_CHECK(programs * r.n_split < (int64_t{1} << 31), "attnfused: too many (sample, tile) blocks for one launch (",
+              programs, "); split the batch");
   Tensor parts_sum, parts_max, parts_arg;
   if (r.n_split > 1) {
     const int64_t per = (len + r.n_split - 1) / r.n_split;

@@ -15,8 +15,11 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   scalar_t* out = static_cast<scalar_t*>(w.out);
   const scalar_t* in = static_cast<const scalar_t*>(a.data);
   auto round = [](acc_t v) { return static_cast<acc_t>(static_cast<scalar_t>(v)); };
-  // Forward without a spatial stage (SE / ECA) is the hot loop: y = x * ca[b, c].
-  const bool ca_only = t.ca && !t.sa && !t.da && !t.dm && !t.davg && !t.dmax;
+  // The forward loops get branch-free bodies (so they vectorise): y = x * ca[b, c] (SE / ECA) and
+  // y = round(x * ca) * sa[b, p] (CBAM); the backward's many optional terms take the generic body.
+  const bool forward = w.ca_first && !t.da && !t.dm && !t.davg && !t.dmax;
+  const bool ca_only = forward && t.ca && !t.sa;
+  const bool ca_sa = forward && t.ca && t.sa;
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
@@ -27,6 +30,14 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
         if (a.sc == 1 && w.oc == 1 && ca_only) {
           const acc_t* rca = t.ca + b * C;
           for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c]);
+        } else if (a.sc == 1 && w.oc == 1 && ca_sa) {
+          const acc_t* rca = t.ca + b * C;
+          const acc_t s = t.sa[i];
+          if (w.round_x1) {
+            for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(round(static_cast<acc_t>(ra[c]) * rca[c]) * s);
+          } else {
+            for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c] * s);
+          }
         } else if (a.sc == 1 && w.oc == 1) {
           for (int64_t c = 0; c < C; ++c)
             ro[c] = static_cast<scalar_t>(pointwise_value(static_cast<acc_t>(ra[c]), t, w.ca_first, w.round_x1,
@@ -48,6 +59,14 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
       if (a.sp == 1 && w.op == 1 && ca_only) {
         const acc_t g = t.ca[i];
         for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g);
+      } else if (a.sp == 1 && w.op == 1 && ca_sa) {
+        const acc_t g = t.ca[i];
+        const acc_t* rsa = t.sa + b * P;
+        if (w.round_x1) {
+          for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(round(static_cast<acc_t>(ra[p]) * g) * rsa[p]);
+        } else {
+          for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g * rsa[p]);
+        }
       } else if (a.sp == 1 && w.op == 1) {
         for (int64_t p = 0; p < P; ++p)
           ro[p] = static_cast<scalar_t>(pointwise_value(static_cast<acc_t>(ra[p]), t, w.ca_first, w.round_x1, i,
