@@ -60,6 +60,11 @@ def _extension_plan():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     cxx_flags = ["-O3"]  # the C++ standard is left to torch (its headers need C++20 since 2.13)
+    if torch.backends.openmp.is_available():
+        # at::parallel_for is an inline `#pragma omp parallel` in OpenMP builds of torch: without
+        # -fopenmp it silently runs on one thread. Compile-only flag: the GOMP symbols resolve
+        # to the OpenMP runtime torch itself loads (linking our own would mix two runtimes).
+        cxx_flags.append("-fopenmp")
     cpp = ["csrc/ops.cpp", "csrc/cpu/reduce.cpp", "csrc/cpu/pointwise.cpp"]
     if cuda_home:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPUs"

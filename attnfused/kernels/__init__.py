@@ -53,7 +53,8 @@ class KernelProvider(Protocol):
 
     def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor: ...
 
-    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor: ...
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
+        """``y`` into ``out`` when given (same shape and dtype as ``x``, any strides), else a new tensor."""
 
     def grad_input(
         self,
@@ -68,6 +69,9 @@ class KernelProvider(Protocol):
         dmax: Optional[Tensor] = None,
         amp: Optional[Tensor] = None,
     ) -> Tensor: ...
+
+    # Optional: ``batch_block(x) -> int``, samples per block in which the ops should run the
+    # forward (see attnfused/ops/attention.py); absent means the whole batch at once.
 
 
 # name -> (module, attribute) of the provider object. "cuda" and "cpu" come from the compiled

@@ -114,16 +114,41 @@ def _attention_fwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
+    acc = acc_dtype(x.dtype)
+    cw = _channel_weights(w1, b1, w2, b2, cs, acc) if cs is not None else None
+    sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) if ss is not None else None
+    y = empty_output(x)
+    # A provider may ask for the batch in blocks (the CPU one: a block's second read of x then
+    # hits cache). Every sample's result depends on that sample alone, except under a spatial
+    # BatchNorm with batch statistics: that runs as one block.
+    block = x.shape[0]
+    if hasattr(kern, "batch_block") and not (ss is not None and ss.norm and sw_["bn_train"]):
+        block = kern.batch_block(x)
+    parts = [
+        _forward_block(kern, x[b0:b0 + block], y[b0:b0 + block], cs, ss, cw, sw_)
+        for b0 in range(0, max(x.shape[0], 1), max(block, 1))
+    ]
+    small = parts[0] if len(parts) == 1 else {k: _cat_saved(k, [p[k] for p in parts]) for k in _SAVED}
+    return (y, *(small[k] for k in _SAVED))
+
+
+def _cat_saved(key: str, chunks: list[Tensor]) -> Tensor:
+    if key == "moments" or chunks[0].numel() == 0:  # moments: only ever one block (see above)
+        return chunks[0]
+    return torch.cat(chunks)
+
+
+def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
+    """The forward of samples ``x`` (a batch block), writing ``y``; returns the saved small tensors."""
     out = dict(zip(_SAVED, _small_outputs(x, cs, ss)))
     use_avg, use_max = _pools(cs)
-    acc = acc_dtype(x.dtype)
     b, c, h, w = x.shape
     ca = sa = None
     # Autocast must not touch the small math: it runs in ``acc`` whatever the context.
     with torch.autocast(x.device.type, enabled=False):
         if cs is not None:
             avg, mx, amp = kern.pool_hw(x, use_max)
-            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, _channel_weights(w1, b1, w2, b2, cs, acc))
+            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, cw)
             out["ca"] = ca
             if use_avg:
                 out["avg"] = avg
@@ -132,14 +157,13 @@ def _attention_fwd(
         if ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
             maps = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), ss)
-            sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
             sa, moments = _gates.spatial_forward(maps, ss, sw_)
             sa = sa.reshape(b, h * w)
             out.update(sa=sa, maps=maps, amc=amc)
             if ss.norm:
                 out["moments"] = moments
-    y = kern.scale(x, ca, sa)
-    return (y, *(out[k] for k in _SAVED))
+    kern.scale(x, ca, sa, out=y)
+    return out
 
 
 @_attention_fwd.register_fake

@@ -1,9 +1,11 @@
 // CPU reductions: pool_hw / dot_hw (over P) and pool_c / dot_c (over C).
 //
 // Each reduction walks the tensor once in its memory order: when the reduced axis is the
-// unit-stride one (pool_hw on NCHW, pool_c on channels_last) every task reduces whole rows;
-// otherwise a task owns a tile of the kept axis and sweeps the reduced axis, accumulating a
-// vector of results (tile_reduce). No splits on CPU: (sample x tile) tasks already outnumber cores.
+// unit-stride one (pool_hw on NCHW, pool_c on channels_last) a task reduces whole rows
+// (row_sum / row_sum_max); otherwise a task owns a tile of the kept axis and sweeps the reduced
+// axis, accumulating a vector of results (tile_sum / tile_sum_max). Unit-stride inputs get
+// branch-free loop bodies (templated on the optional terms); any other strides take one generic
+// body. No splits on CPU: (sample x tile) tasks already outnumber the cores.
 #include <vector>
 
 #include "../entry.h"
@@ -13,158 +15,205 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-constexpr int64_t kTile = 256;  // kept-axis entries per task in tile_reduce (1-2 KiB of accumulators)
+constexpr int64_t kTile = 256;  // kept-axis entries per tile task (1-2 KiB of accumulators)
+
+template <typename acc_t>
+struct TileBuffers {
+  std::vector<acc_t> sum = std::vector<acc_t>(kTile), mx = std::vector<acc_t>(kTile);
+  std::vector<int32_t> arg = std::vector<int32_t>(kTile);
+};
+
+template <typename acc_t>
+void store(const ReduceArgs<acc_t>& r, int64_t out, acc_t sum, acc_t mx, int32_t arg, bool want_max) {
+  r.out_sum[out] = sum / r.divisor;
+  if (want_max) {
+    r.out_max[out] = mx;
+    r.out_arg[out] = arg;
+  }
+}
+
+// Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
+template <typename acc_t, typename RowValue>
+void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, RowValue row_value) {
+  at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / J, j = i % J;
+      row_value(b, j, [&](auto value) {
+        if (want_max) {
+          acc_t s, m;
+          int32_t arg;
+          row_sum_max<acc_t>(value, K, &s, &m, &arg);
+          store(r, i, s, m, arg, true);
+        } else {
+          store(r, i, row_sum<acc_t>(value, K), acc_t(0), 0, false);
+        }
+      });
+    }
+  });
+}
+
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k.
+template <typename acc_t, typename TileValue>
+void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
+  const int64_t n_tiles = (J + kTile - 1) / kTile;
+  at::parallel_for(0, r.B * n_tiles, grain_for(kTile * K), [&](int64_t begin, int64_t end) {
+    TileBuffers<acc_t> buf;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
+      tile_value(b, j0, [&](auto value) {
+        if (want_max) {
+          tile_sum_max<acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+        } else {
+          tile_sum<acc_t>(value, K, n, buf.sum.data());
+        }
+      });
+      for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
+    }
+  });
+}
 
 template <typename scalar_t, typename acc_t>
 void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
-  const int64_t B = r.B, C = r.C, P = r.P;
+  const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const Terms<acc_t> t = r.t;
   const bool has_x = r.has_x, want_max = r.want_max && !r.has_x;
-  auto value = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
-    acc_t v = load<scalar_t, acc_t>(a.data, b * a.sb + c * a.sc + p * a.sp);
-    if (has_x) v = mid_term(v, t, b * P + p, c) * load<scalar_t, acc_t>(x.data, b * x.sb + c * x.sc + p * x.sp);
-    return v;
-  };
-  if (a.sp <= a.sc) {  // P is the fast axis: one row per (b, c)
-    at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / C, c = i % C;
-        acc_t s = 0, m = 0;
-        int32_t arg = 0;
-        if (a.sp == 1 && (!has_x || x.sp == 1)) {  // unit stride: plain pointers, vectorisable
-          const scalar_t* ra = static_cast<const scalar_t*>(a.data) + b * a.sb + c * a.sc;
-          const scalar_t* rx = has_x ? static_cast<const scalar_t*>(x.data) + b * x.sb + c * x.sc : nullptr;
-          if (has_x) {
-            row_reduce<acc_t>(P, [&](int64_t p) {
-              return mid_term(static_cast<acc_t>(ra[p]), t, b * P + p, c) * static_cast<acc_t>(rx[p]);
-            }, false, &s, &m, &arg);
-          } else {
-            row_reduce<acc_t>(P, [&](int64_t p) { return static_cast<acc_t>(ra[p]); }, want_max, &s, &m, &arg);
-          }
-        } else {
-          row_reduce<acc_t>(P, [&](int64_t p) { return value(b, c, p); }, want_max, &s, &m, &arg);
-        }
-        r.out_sum[i] = s / r.divisor;
-        if (want_max) {
-          r.out_max[i] = m;
-          r.out_arg[i] = arg;
-        }
+  const bool mid = t.sa && t.da && t.dm;  // CBAM's backward passes all three, SE's none
+  const bool p_fast = a.sp <= a.sc;
+  const bool unit = p_fast ? a.sp == 1 && (!has_x || x.sp == 1) : a.sc == 1 && (!has_x || x.sc == 1);
+  const auto* A = static_cast<const scalar_t*>(a.data);
+  const auto* X = static_cast<const scalar_t*>(x.data);
+  if (!unit || (has_x && !mid && (t.sa || t.da || t.dm))) {  // any other layout / term set
+    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+      acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
+      if (has_x) v = mid_term(v, t, b * P + p, c) * static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
+      return v;
+    };
+    if (p_fast) {
+      rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) { run([&](int64_t p) { return generic(b, c, p); }); });
+    } else {
+      tiles(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
+        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); });
+      });
+    }
+    return;
+  }
+  if (p_fast) {  // rows of P per (b, c)
+    rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) {
+      const scalar_t* ra = A + b * a.sb + c * a.sc;
+      const scalar_t* rx = X + b * x.sb + c * x.sc;
+      if (!has_x) {
+        run([=](int64_t p) { return static_cast<acc_t>(ra[p]); });
+      } else if (!mid) {
+        run([=](int64_t p) { return static_cast<acc_t>(ra[p]) * static_cast<acc_t>(rx[p]); });
+      } else {
+        const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
+        const int32_t* amc = t.amc + b * P;
+        const int32_t c32 = static_cast<int32_t>(c);
+        run([=](int64_t p) {
+          acc_t v = static_cast<acc_t>(ra[p]) * sa[p] + da[p];
+          v += amc[p] == c32 ? dm[p] : acc_t(0);
+          return v * static_cast<acc_t>(rx[p]);
+        });
       }
     });
     return;
   }
-  const int64_t n_tiles = (C + kTile - 1) / kTile;  // C is the fast axis: tiles of channels
-  at::parallel_for(0, B * n_tiles, grain_for(kTile * P), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> s(kTile), m(kTile);
-    std::vector<int32_t> arg(kTile);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / n_tiles, c0 = (i % n_tiles) * kTile, J = std::min(kTile, C - c0);
-      if (a.sc == 1 && (!has_x || x.sc == 1)) {  // unit stride: plain pointers, vectorisable
-        const scalar_t* pa = static_cast<const scalar_t*>(a.data) + b * a.sb + c0;
-        const scalar_t* px = has_x ? static_cast<const scalar_t*>(x.data) + b * x.sb + c0 : nullptr;
-        const int64_t sap = a.sp, sxp = x.sp;
-        if (has_x) {
-          tile_reduce<acc_t>(P, J, [&](int64_t p, int64_t j) {
-            return mid_term(static_cast<acc_t>(pa[p * sap + j]), t, b * P + p, c0 + j) *
-                   static_cast<acc_t>(px[p * sxp + j]);
-          }, false, s.data(), m.data(), arg.data());
-        } else {
-          tile_reduce<acc_t>(P, J, [&](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]); },
-                             want_max, s.data(), m.data(), arg.data());
-        }
-      } else {
-        tile_reduce<acc_t>(P, J, [&](int64_t p, int64_t j) { return value(b, c0 + j, p); }, want_max, s.data(),
-                           m.data(), arg.data());
-      }
-      for (int64_t j = 0; j < J; ++j) {
-        r.out_sum[b * C + c0 + j] = s[j] / r.divisor;
-        if (want_max) {
-          r.out_max[b * C + c0 + j] = m[j];
-          r.out_arg[b * C + c0 + j] = arg[j];
-        }
-      }
+  tiles(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
+    const scalar_t* pa = A + b * a.sb + c0;
+    const scalar_t* px = X + b * x.sb + c0;
+    const int64_t sap = a.sp, sxp = x.sp;
+    if (!has_x) {
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]); });
+    } else if (!mid) {
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]) * static_cast<acc_t>(px[p * sxp + j]); });
+    } else {
+      const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
+      const int32_t* amc = t.amc + b * P;
+      const int64_t c0_ = c0;
+      run([=](int64_t p, int64_t j) {
+        acc_t v = static_cast<acc_t>(pa[p * sap + j]) * sa[p] + da[p];
+        v += amc[p] == c0_ + j ? dm[p] : acc_t(0);
+        return v * static_cast<acc_t>(px[p * sxp + j]);
+      });
     }
   });
 }
 
 template <typename scalar_t, typename acc_t>
 void reduce_c_impl(const ReduceArgs<acc_t>& r) {
-  const int64_t B = r.B, C = r.C, P = r.P;
+  const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const acc_t* ca = r.t.ca;
-  const bool has_x = r.has_x, want_max = r.want_max && !r.has_x, round_x1 = r.round_x1;
-  auto value = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
-    acc_t v = load<scalar_t, acc_t>(a.data, b * a.sb + c * a.sc + p * a.sp);
-    if (ca) {
-      v *= ca[b * C + c];
-      if (round_x1) v = static_cast<acc_t>(static_cast<scalar_t>(v));
-    }
-    if (has_x) v *= load<scalar_t, acc_t>(x.data, b * x.sb + c * x.sc + p * x.sp);
+  const bool has_x = r.has_x, want_max = r.want_max && !r.has_x;
+  const bool c_fast = a.sc < a.sp;
+  const bool unit = c_fast ? a.sc == 1 && (!has_x || x.sc == 1) : a.sp == 1 && (!has_x || x.sp == 1);
+  const auto* A = static_cast<const scalar_t*>(a.data);
+  const auto* X = static_cast<const scalar_t*>(x.data);
+  // x1 = x * ca, rounded to the input dtype when eager would materialise it (pool on half types).
+  auto x1 = [](acc_t v, acc_t g, auto round) {
+    v *= g;
+    if constexpr (decltype(round)::value) v = static_cast<acc_t>(static_cast<scalar_t>(v));
     return v;
   };
-  if (a.sc < a.sp) {  // C is the fast axis: one row per (b, p)
-    at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / P, p = i % P;
-        acc_t s = 0, m = 0;
-        int32_t arg = 0;
-        if (a.sc == 1 && (!has_x || x.sc == 1)) {  // unit stride: plain pointers, vectorisable
-          const scalar_t* ra = static_cast<const scalar_t*>(a.data) + b * a.sb + p * a.sp;
-          const scalar_t* rx = has_x ? static_cast<const scalar_t*>(x.data) + b * x.sb + p * x.sp : nullptr;
-          const acc_t* rca = ca ? ca + b * C : nullptr;
-          row_reduce<acc_t>(C, [&](int64_t c) {
-            acc_t v = static_cast<acc_t>(ra[c]);
-            if (rca) {
-              v *= rca[c];
-              if (round_x1) v = static_cast<acc_t>(static_cast<scalar_t>(v));
-            }
-            if (rx) v *= static_cast<acc_t>(rx[c]);
-            return v;
-          }, want_max, &s, &m, &arg);
-        } else {
-          row_reduce<acc_t>(C, [&](int64_t c) { return value(b, c, p); }, want_max, &s, &m, &arg);
-        }
-        r.out_sum[i] = s / r.divisor;
-        if (want_max) {
-          r.out_max[i] = m;
-          r.out_arg[i] = arg;
-        }
+  if (!unit) {
+    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+      acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
+      if (ca) {
+        v *= ca[b * C + c];
+        if (r.round_x1) v = static_cast<acc_t>(static_cast<scalar_t>(v));
       }
-    });
+      if (has_x) v *= static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
+      return v;
+    };
+    if (c_fast) {
+      rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) { run([&](int64_t c) { return generic(b, c, p); }); });
+    } else {
+      tiles(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
+        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); });
+      });
+    }
     return;
   }
-  const int64_t n_tiles = (P + kTile - 1) / kTile;  // P is the fast axis: tiles of positions
-  at::parallel_for(0, B * n_tiles, grain_for(kTile * C), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> s(kTile), m(kTile);
-    std::vector<int32_t> arg(kTile);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / n_tiles, p0 = (i % n_tiles) * kTile, J = std::min(kTile, P - p0);
-      if (a.sp == 1 && (!has_x || x.sp == 1)) {
-        const scalar_t* pa = static_cast<const scalar_t*>(a.data) + b * a.sb + p0;
-        const scalar_t* px = has_x ? static_cast<const scalar_t*>(x.data) + b * x.sb + p0 : nullptr;
-        const int64_t sac = a.sc, sxc = x.sc;
-        tile_reduce<acc_t>(C, J, [&](int64_t c, int64_t j) {
-          acc_t v = static_cast<acc_t>(pa[c * sac + j]);
-          if (ca) {
-            v *= ca[b * C + c];
-            if (round_x1) v = static_cast<acc_t>(static_cast<scalar_t>(v));
+  with_flag(ca != nullptr, [&](auto has_ca) {
+    with_flag(r.round_x1, [&](auto round) {
+      if (c_fast) {  // rows of C per (b, p)
+        rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) {
+          const scalar_t* ra = A + b * a.sb + p * a.sp;
+          const scalar_t* rx = X + b * x.sb + p * x.sp;
+          const acc_t* g = ca + b * C;
+          if (has_x) {
+            run([=](int64_t c) {
+              const acc_t v = static_cast<acc_t>(ra[c]);
+              return (decltype(has_ca)::value ? v * g[c] : v) * static_cast<acc_t>(rx[c]);
+            });
+          } else {
+            run([=](int64_t c) {
+              const acc_t v = static_cast<acc_t>(ra[c]);
+              return decltype(has_ca)::value ? x1(v, g[c], round) : v;
+            });
           }
-          if (px) v *= static_cast<acc_t>(px[c * sxc + j]);
-          return v;
-        }, want_max, s.data(), m.data(), arg.data());
-      } else {
-        tile_reduce<acc_t>(C, J, [&](int64_t c, int64_t j) { return value(b, c, p0 + j); }, want_max, s.data(),
-                           m.data(), arg.data());
+        });
+        return;
       }
-      for (int64_t j = 0; j < J; ++j) {
-        r.out_sum[b * P + p0 + j] = s[j] / r.divisor;
-        if (want_max) {
-          r.out_max[b * P + p0 + j] = m[j];
-          r.out_arg[b * P + p0 + j] = arg[j];
+      tiles(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
+        const scalar_t* pa = A + b * a.sb + p0;
+        const scalar_t* px = X + b * x.sb + p0;
+        const acc_t* g = ca + b * C;
+        const int64_t sac = a.sc, sxc = x.sc;
+        if (has_x) {
+          run([=](int64_t c, int64_t j) {
+            const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
+            return (decltype(has_ca)::value ? v * g[c] : v) * static_cast<acc_t>(px[c * sxc + j]);
+          });
+        } else {
+          run([=](int64_t c, int64_t j) {
+            const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
+            return decltype(has_ca)::value ? x1(v, g[c], round) : v;
+          });
         }
-      }
-    }
+      });
+    });
   });
 }
 
