@@ -6,18 +6,18 @@ import pytest
 import torch
 
 import attnfused
-from helpers import assert_close, make_block, make_input, run_fwd_bwd
+from helpers import TOL, assert_close, make_block, make_input, run_fwd_bwd
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
-def test_cuda_graph_capture_forward_backward(block):
+def test_cuda_graph_capture_forward_backward(block, provider):
     """No host synchronisation inside the block: forward + backward capture and replay."""
     m = make_block(block, 64, torch.float32)
     x = make_input((4, 64, 14, 14), torch.float32, "channels_last").requires_grad_(True)
     dy = make_input((4, 64, 14, 14), torch.float32, "nchw", seed=2)
-    with attnfused.use_backend("triton"):
+    with attnfused.use_backend(provider):
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):  # warm up: compile the kernels outside the capture
@@ -41,18 +41,18 @@ def test_cuda_graph_capture_forward_backward(block):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("block", ["se_avg", "eca", "cbam_fc", "cbam_conv"])
-def test_resnet_stage_shapes_half(block, dtype, layout):
+def test_resnet_stage_shapes_half(block, dtype, layout, provider):
     for c, hw in ((256, 56), (2048, 7)):
         m = make_block(block, c, dtype)
         x = make_input((8, c, hw, hw), dtype, layout)
         dy = make_input((8, c, hw, hw), dtype, "nchw", seed=2)
         y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
-        y, dx, g = run_fwd_bwd(m, x, "triton", dy)
+        y, dx, g = run_fwd_bwd(m, x, provider, dy)
         assert_close(y, y_ref, dtype, "y")
         assert_close(dx, dx_ref, dtype, "dx")
 
 
-def test_64bit_offsets():
+def test_64bit_offsets(provider):
     """More than 2**31 elements: the last sample must be right (int32 offsets would wrap)."""
     free, _ = torch.cuda.mem_get_info()
     shape = (3, 1024, 768, 1000)  # 2.36e9 elements, 4.7 GB in bf16
@@ -60,8 +60,28 @@ def test_64bit_offsets():
         pytest.skip("not enough GPU memory for a > 2**31-element tensor")
     m = make_block("cbam_fc", 1024, torch.bfloat16)
     x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
-    with attnfused.use_backend("triton"), torch.no_grad():
+    with attnfused.use_backend(provider), torch.no_grad():
         y = m(x)
     with attnfused.use_backend("reference"), torch.no_grad():
         y_last = m(x[-1:])
     assert_close(y[-1:], y_last, torch.bfloat16, "last sample")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("block", ["se_max", "eca", "cbam_fc", "spatial7"])
+def test_cuda_and_triton_agree_on_large_shapes(block, dtype, layout):
+    """The two GPU providers against each other at batch 32 on ResNet-50 stage shapes, forward and
+    backward (both accumulate in fp32; they differ only in summation order)."""
+    for c, hw in ((256, 56), (1024, 14), (2048, 7)):
+        m = make_block(block, c, dtype)
+        x = make_input((32, c, hw, hw), dtype, layout)
+        dy = make_input((32, c, hw, hw), dtype, "nchw", seed=2)
+        y_t, dx_t, g_t = run_fwd_bwd(m, x, "triton", dy)
+        y_c, dx_c, g_c = run_fwd_bwd(m, x, "cuda", dy)
+        assert_close(y_c, y_t, dtype, f"y {c}x{hw}")
+        assert_close(dx_c, dx_t, dtype, f"dx {c}x{hw}")
+        for n in g_t:
+            scale = max(1.0, g_t[n].abs().max().item())
+            rtol, atol = TOL[dtype]
+            torch.testing.assert_close(g_c[n], g_t[n], rtol=rtol, atol=atol * scale, msg=lambda e: f"grad {n}: {e}")

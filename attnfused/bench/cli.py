@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda":
         print(
             "attnfused.bench: no GPU here. Timing eager and torch.compile on CPU"
-            + (f" and the attnfused providers {providers}" if providers else " (no fused CPU provider is built yet)")
+            + (f" and the attnfused providers {providers}" if providers
+               else " (attnfused._C is not built, so there is no fused CPU provider to time)")
             + "; the Triton kernels' GPU timings need a GPU. The traffic report below counts their bytes "
             "in the Triton interpreter.",
             file=sys.stderr,
