@@ -22,6 +22,9 @@ CBAM            pool_hw + pool_c + scale = 4N            dot_c + dot_hw + grad_i
 
 In training with a spatial BatchNorm the op returns the batch moments of the conv output; the
 caller (``attnfused.functional``) updates the running statistics from them, outside the op.
+
+A provider with a ``batch_block`` method (the CPU one) gets the forward in blocks of samples, each
+written into its slice of ``y``: same passes, but a block's second read of ``x`` comes from cache.
 """
 
 from __future__ import annotations
