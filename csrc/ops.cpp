@@ -34,15 +34,20 @@ DType dtype_of(const Tensor& t) {
 
 at::ScalarType acc_type(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
-// [B, C, P] view without a copy where H and W merge (NCHW, channels_last, expanded, slices);
-// otherwise one contiguous copy, kept alive in ``keep`` (same rule as kernels/_layout.py).
+// Whether H and W merge into one strided axis P (NCHW, channels_last, expanded, batch/channel
+// slices); same rule as kernels/_layout.py.
+bool hw_merges(const Tensor& t) {
+  return t.size(3) == 1 || t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3);
+}
+
+// [B, C, P] view without a copy where H and W merge; otherwise one contiguous copy, kept alive in
+// ``keep``.
 View view_of(const Tensor& t, Tensor& keep) {
-  const int64_t h = t.size(2), w = t.size(3);
-  const int64_t sb = t.stride(0), sc = t.stride(1), sh = t.stride(2), sw = t.stride(3);
-  if (w == 1) return {t.data_ptr(), sb, sc, sh};
-  if (h == 1 || sh == w * sw) return {t.data_ptr(), sb, sc, sw};
-  keep = t.contiguous();
-  return view_of(keep, keep);
+  if (!hw_merges(t)) {
+    keep = t.contiguous();
+    return view_of(keep, keep);
+  }
+  return {t.data_ptr(), t.stride(0), t.stride(1), t.size(3) == 1 ? t.stride(2) : t.stride(3)};
 }
 
 void check_big(const Tensor& a, const char* name) {
@@ -171,9 +176,7 @@ std::tuple<Tensor, Tensor, Tensor> reduce_c_op(const Tensor& a, const OptTensor&
 
 // Output in ``like``'s layout where it maps to [B, C, P], else NCHW (kernels/_layout.py empty_output).
 Tensor empty_output(const Tensor& like) {
-  const int64_t h = like.size(2), w = like.size(3);
-  if (w == 1 || h == 1 || like.stride(2) == w * like.stride(3))
-    return at::empty_like(like, at::MemoryFormat::Preserve);
+  if (hw_merges(like)) return at::empty_like(like, at::MemoryFormat::Preserve);
   return at::empty(like.sizes(), like.options());
 }
 
@@ -228,9 +231,7 @@ Tensor pointwise_any(const Tensor& a, const Tensor& like, bool ca_first, const O
   if (out.has_value()) {
     TORCH_CHECK(out->sizes() == a.sizes() && out->scalar_type() == a.scalar_type() && out->device() == a.device(),
                 "attnfused: out must match the input's shape, dtype and device");
-    Tensor keep;
-    view_of(*out, keep);
-    TORCH_CHECK(!keep.defined(), "attnfused: out must map to [B, C, H*W] without a copy (e.g. NCHW or channels_last)");
+    TORCH_CHECK(hw_merges(*out), "attnfused: out must map to [B, C, H*W] without a copy (e.g. NCHW or channels_last)");
   }
   if (a.scalar_type() == at::kDouble)
     return pointwise<double>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, out);

@@ -21,14 +21,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 
 def available_providers(device: torch.device) -> list[str]:
     """attnfused kernel providers that can run on ``device`` in this process."""
-    found = []
-    for name in kernels.provider_names():
-        try:
-            kernels.load_provider(name, device)
-        except RuntimeError:
-            continue
-        found.append(name)
-    return found
+    return [name for name in kernels.provider_names() if kernels.provider_available(name, device)]
 
 
 def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:

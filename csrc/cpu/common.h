@@ -41,11 +41,6 @@ void with_flag(bool flag, F&& f) {
   }
 }
 
-template <typename scalar_t, typename acc_t>
-inline acc_t load(const void* base, int64_t off) {
-  return static_cast<acc_t>(static_cast<const scalar_t*>(base)[off]);
-}
-
 // ~64 KiB of input per task: enough to amortise scheduling, small enough to balance 2..N threads.
 inline int64_t grain_for(int64_t elems_per_item) {
   return std::max<int64_t>(1, (int64_t{16} << 10) / std::max<int64_t>(1, elems_per_item));
