@@ -29,6 +29,7 @@ written into its slice of ``y``: same passes, but a block's second read of ``x``
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -59,7 +60,8 @@ def _pools(cs: Optional[ChannelSpec]) -> tuple[bool, bool]:
 
 
 def _small_outputs(x: Tensor, cs: Optional[ChannelSpec], ss: Optional[SpatialSpec]) -> list[Tensor]:
-    """Empty tensors with the shapes/dtypes of the saved outputs (shared by impl and fake)."""
+    """Empty tensors with the shapes/dtypes of the saved outputs: the fake forward's (opcheck
+    checks the real forward against it; absent stages give shape (0,) in both)."""
     b, c, h, w = x.shape
     acc = acc_dtype(x.dtype)
     use_avg, use_max = _pools(cs)
@@ -143,12 +145,11 @@ def _cat_saved(key: str, chunks: list[Tensor]) -> Tensor:
 
 def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
     """The forward of samples ``x`` (a batch block), writing ``y``; returns the saved small tensors."""
-    out = dict(zip(_SAVED, _small_outputs(x, cs, ss)))
+    out: dict[str, Tensor] = {}
     use_avg, use_max = _pools(cs)
     b, c, h, w = x.shape
     ca = sa = None
-    # Autocast must not touch the small math: it runs in ``acc`` whatever the context.
-    with torch.autocast(x.device.type, enabled=False):
+    with _no_autocast(x):
         if cs is not None:
             avg, mx, amp = kern.pool_hw(x, use_max)
             ca = _gates.channel_forward(avg if use_avg else None, mx, cs, cw)
@@ -166,7 +167,19 @@ def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
             if ss.norm:
                 out["moments"] = moments
     kern.scale(x, ca, sa, out=y)
+    acc = acc_dtype(x.dtype)
+    for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
+        if key not in out:
+            out[key] = x.new_empty(0, dtype=torch.int32 if key in ("amp", "amc") else acc)
     return out
+
+
+def _no_autocast(x: Tensor):
+    """Autocast must not touch the small math (it runs in ``acc`` whatever the context); entering
+    the context costs a few microseconds per call, so only when autocast is on."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @_attention_fwd.register_fake
@@ -190,7 +203,7 @@ def _attention_bwd(
     b, c, h, w = x.shape
     grads: dict[str, Optional[Tensor]] = {}
     terms: dict[str, Tensor] = {}
-    with torch.autocast(x.device.type, enabled=False):
+    with _no_autocast(x):
         if ss is not None:
             dsa = kern.dot_c(dy, x, ca if cs is not None else None)
             sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)

@@ -46,112 +46,153 @@ inline int64_t grain_for(int64_t elems_per_item) {
   return std::max<int64_t>(1, (int64_t{16} << 10) / std::max<int64_t>(1, elems_per_item));
 }
 
-// Independent accumulators per row: vectorised (8 floats per AVX2 register) and, for long rows,
-// 4 registers deep so that the adds of one register do not wait on the previous one and loads
-// stay in flight. Short rows (a 7x7 map) use one register's worth, so the scalar tail stays short.
-constexpr int kLanes = 32;
-constexpr int kShortLanes = 8;
-constexpr int64_t kShortRow = 4 * kLanes;
-
 // The loops below are compiled twice (AVX2 and baseline x86-64) and picked at load time by the
 // CPU (GCC target_clones); the value functors passed in are branch-free so that both vectorise.
 // No FMA clone: both versions round identically, so results do not depend on the machine.
+// ``flatten`` inlines everything called inside (the value functors, row_reduce, ...) into each clone:
+// left to the heuristics, GCC kept larger bodies as calls, which both costs a call per short row
+// and compiles the body for the baseline ISA only.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define AF_VEC __attribute__((target_clones("avx2", "default")))
+#define AF_VEC __attribute__((target_clones("avx2", "default"), flatten))
 #else
 #define AF_VEC
 #endif
 
+// Calls ``body(i, b, j)`` for i in [begin, end) with (b, j) = divmod(i, J), advanced without a
+// 64-bit division per item. The whole loop is one clone and the body (a row's work, with
+// row_reduce below) inlines into it: on a 7x7 row (49 elements) a division or a call
+// through the clone dispatcher per row would cost as much as the row itself.
+template <typename Body>
+AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
+  int64_t b = begin / J, j = begin % J;
+  for (int64_t i = begin; i < end; ++i) {
+    body(i, b, j);
+    if (++j == J) {
+      j = 0;
+      ++b;
+    }
+  }
+}
+
+// Row reductions in explicit vectors (GCC vector extensions: 8 floats / 4 doubles per 32-byte
+// vector, lowered to two SSE halves in the baseline clone). The loop vectoriser, given the same
+// lanes as scalar arrays, kept them on the stack and could not if-convert the argmax selects: a
+// 49-element row took ~150 ns with the max, ~19 ns without; these take ~26 ns and ~10 ns.
+template <typename acc_t>
+struct Vec {
+  using Index = std::conditional_t<sizeof(acc_t) == 4, int32_t, int64_t>;  // same width: masks match
+  typedef acc_t V __attribute__((vector_size(32)));
+  typedef Index I __attribute__((vector_size(32)));
+  static constexpr int W = 32 / sizeof(acc_t);
+};
+
+// The max keeps its first index per lane as it goes (a select on the same compare), so no second
+// pass looks for it; lanes merge with ties going to the smaller index.
 // NaN handling of the max: the hot loops take a plain ``v > m`` max, which skips NaNs. A NaN also
 // makes the running sum NaN, so only rows whose sum came out NaN (NaN inputs, or inf - inf) are
 // scanned again for their first NaN: eager's rule is that any NaN makes the max NaN, at the first
 // NaN. Rows without NaN pay nothing.
 
-// One row in L interleaved lanes: partial sums and (want_max) lane maxima.
-template <int L, typename acc_t, typename Value>
-inline void row_lanes(Value& value, int64_t K, acc_t* sum, acc_t* mx, bool want_max) {
-  acc_t s[L] = {};
-  acc_t m[L];
-  for (int l = 0; l < L; ++l) m[l] = -std::numeric_limits<acc_t>::infinity();
+// Sum, and with kMax the max and its first index, of ``value(k)`` for k in [0, K): kDepth
+// vectors of partial sums (independent add chains), a masked vector step for the tail, a
+// fixed-order fold (deterministic). Inline (not a clone): called inside for_rows.
+template <bool kMax, typename acc_t, typename Value>
+inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
+  using T = Vec<acc_t>;
+  using V = typename T::V;
+  using I = typename T::I;
+  using Index = typename T::Index;
+  constexpr int W = T::W, kDepth = 4;
+  I lane;
+  for (int l = 0; l < W; ++l) lane[l] = l;
+  V s[kDepth], m[kDepth];
+  I ix[kDepth];
+  for (int n = 0; n < kDepth; ++n) {
+    s[n] = V{};
+    m[n] = V{} - std::numeric_limits<acc_t>::infinity();
+    ix[n] = I{};
+  }
+  auto load = [&](int64_t k0) {
+    V v;
+    for (int l = 0; l < W; ++l) v[l] = value(k0 + l);
+    return v;
+  };
+  auto max_step = [&](int n, V v, int64_t k0) {
+    if constexpr (kMax) {
+      const auto better = v > m[n];
+      m[n] = better ? v : m[n];
+      ix[n] = better ? lane + static_cast<Index>(k0) : ix[n];
+    }
+  };
   int64_t k = 0;
-  if (want_max) {
-    for (; k + L <= K; k += L)
-      for (int l = 0; l < L; ++l) {
-        const acc_t v = value(k + l);
-        s[l] += v;
-        m[l] = v > m[l] ? v : m[l];
+  for (; k + kDepth * W <= K; k += kDepth * W) {
+    for (int n = 0; n < kDepth; ++n) {
+      const V v = load(k + n * W);
+      s[n] += v;
+      max_step(n, v, k + n * W);
+    }
+  }
+  for (; k + W <= K; k += W) {
+    const V v = load(k);
+    s[0] += v;
+    max_step(0, v, k);
+  }
+  if (k < K && K >= W) {
+    // Tail: the row's last W elements, those already summed masked out (reads inside the row
+    // only). An element seen twice leaves the max alone: same value, same index.
+    const int64_t k0 = K - W;
+    const V v = load(k0);
+    s[0] += lane + static_cast<Index>(k0) >= static_cast<Index>(k) ? v : V{};
+    max_step(0, v, k0);
+  } else {
+    for (int l = 0; k < K; ++k, ++l) {  // a row shorter than one vector
+      const acc_t v = value(k);
+      s[0][l] += v;
+      if (kMax && v > m[0][l]) {
+        m[0][l] = v;
+        ix[0][l] = static_cast<Index>(k);
       }
-  } else {
-    for (; k + L <= K; k += L)
-      for (int l = 0; l < L; ++l) s[l] += value(k + l);
-  }
-  for (int l = 0; k < K; ++k, ++l) {
-    const acc_t v = value(k);
-    s[l] += v;
-    m[l] = v > m[l] ? v : m[l];
-  }
-  // Fold the lanes pairwise (a tree: log2(L) dependent steps, not L, which matters on short rows).
-  for (int width = L / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) {
-      s[l] += s[l + width];
-      m[l] = m[l + width] > m[l] ? m[l + width] : m[l];
     }
   }
-  *sum = s[0];
-  *mx = m[0];
-}
-
-// First k with value(k) == target (or, with ``nan``, the first NaN), else -1. Blocks of kLanes
-// are tested with a branch-free OR (vectorised); only the block holding the hit is walked.
-template <typename acc_t, typename Value>
-inline int64_t row_find(Value& value, int64_t K, acc_t target, bool nan) {
-  for (int64_t j0 = 0; j0 < K; j0 += kLanes) {
-    const int64_t n = std::min<int64_t>(kLanes, K - j0);
-    int hit = 0;
-    if (nan) {
-      for (int64_t l = 0; l < n; ++l) hit |= value(j0 + l) != value(j0 + l);
-    } else {
-      for (int64_t l = 0; l < n; ++l) hit |= value(j0 + l) == target;
-    }
-    if (!hit) continue;
-    for (int64_t l = 0; l < n; ++l) {
-      const acc_t v = value(j0 + l);
-      if (nan ? v != v : v == target) return j0 + l;
+  for (int n = 1; n < kDepth; ++n) {
+    s[0] += s[n];
+    if constexpr (kMax) {
+      const auto take = (m[n] > m[0]) | ((m[n] == m[0]) & (ix[n] < ix[0]));
+      m[0] = take ? m[n] : m[0];
+      ix[0] = take ? ix[n] : ix[0];
     }
   }
-  return -1;
-}
-
-// Sum of ``value(k)`` for k in [0, K), in interleaved partial sums (fixed order: deterministic).
-template <typename acc_t, typename Value>
-AF_VEC acc_t row_sum(Value value, int64_t K) {
-  acc_t s, m;
-  if (K >= kShortRow) {
-    row_lanes<kLanes>(value, K, &s, &m, false);
-  } else {
-    row_lanes<kShortLanes>(value, K, &s, &m, false);
-  }
-  return s;
-}
-
-// Sum, max and the max's first index of ``value(k)`` for k in [0, K): the max from the
-// vectorised pass, its position from row_find (the row is still in L1).
-template <typename acc_t, typename Value>
-AF_VEC void row_sum_max(Value value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
-  if (K >= kShortRow) {
-    row_lanes<kLanes>(value, K, sum, mx, true);
-  } else {
-    row_lanes<kShortLanes>(value, K, sum, mx, true);
-  }
-  if (*sum != *sum) {  // a NaN sum: is there a NaN input? (see above)
-    const int64_t at = row_find(value, K, *mx, true);
-    if (at >= 0) {
-      *mx = std::numeric_limits<acc_t>::quiet_NaN();
-      *arg = static_cast<int32_t>(at);
-      return;
+  acc_t total = 0;
+#pragma GCC unroll 8
+  for (int l = 0; l < W; ++l) total += s[0][l];  // scalar adds: cheaper here than shuffles
+  *sum = total;
+  if constexpr (kMax) {
+    // Shuffle tree, branch-free (a scalar fold of (max, index) pairs mispredicts on real data).
+    V mv = m[0];
+    I iv = ix[0];
+#pragma GCC unroll 4
+    for (int width = W / 2; width >= 1; width /= 2) {
+      I rot;
+      for (int l = 0; l < W; ++l) rot[l] = (l + width) % W;
+      const V m2 = __builtin_shuffle(mv, rot);
+      const I i2 = __builtin_shuffle(iv, rot);
+      const auto take = (m2 > mv) | ((m2 == mv) & (i2 < iv));
+      mv = take ? m2 : mv;
+      iv = take ? i2 : iv;
+    }
+    *mx = mv[0];
+    *arg = static_cast<int32_t>(iv[0]);
+    if (total != total) {  // a NaN sum: is there a NaN input? (see above)
+      for (int64_t j = 0; j < K; ++j) {
+        const acc_t v = value(j);
+        if (v != v) {
+          *mx = v;
+          *arg = static_cast<int32_t>(j);
+          return;
+        }
+      }
     }
   }
-  *arg = static_cast<int32_t>(std::max<int64_t>(0, row_find(value, K, *mx, false)));
 }
 
 // ``sum[j] += value(k, j)`` for k in [0, K), j in [0, J): J independent outputs along the

@@ -1,5 +1,6 @@
 // CPU scale (forward y) and grad_input (backward dx): one read of ``a`` and one write of ``out``,
-// walked in ``out``'s memory order; per-row small terms are hoisted out of the inner loop.
+// walked in ``out``'s memory order (for_rows: one AVX2/baseline clone per task loop); per-row small
+// terms are hoisted out of the inner loop.
 #include "../entry.h"
 #include "common.h"
 
@@ -23,8 +24,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / P, p = i % P;
+      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
@@ -47,13 +47,12 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
             ro[c * w.oc] = static_cast<scalar_t>(pointwise_value(static_cast<acc_t>(ra[c * a.sc]), t, w.ca_first,
                                                                  w.round_x1, b * C + c, b * P + p, c, p, round));
         }
-      }
+      });
     });
     return;
   }
   at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / C, c = i % C;
+    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
@@ -76,7 +75,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
           ro[p * w.op] = static_cast<scalar_t>(pointwise_value(static_cast<acc_t>(ra[p * a.sp]), t, w.ca_first,
                                                                w.round_x1, i, b * P + p, c, p, round));
       }
-    }
+    });
   });
 }
 

@@ -2,7 +2,7 @@
 //
 // Each reduction walks the tensor once in its memory order: when the reduced axis is the
 // unit-stride one (pool_hw on NCHW, pool_c on channels_last) a task reduces whole rows
-// (row_sum / row_sum_max); otherwise a task owns a tile of the kept axis and sweeps the reduced
+// (row_reduce); otherwise a task owns a tile of the kept axis and sweeps the reduced
 // axis, accumulating a vector of results (tile_sum / tile_sum_max). Unit-stride inputs get
 // branch-free loop bodies (templated on the optional terms); any other strides take one generic
 // body. No splits on CPU: (sample x tile) tasks already outnumber the cores.
@@ -34,21 +34,18 @@ void store(const ReduceArgs<acc_t>& r, int64_t out, acc_t sum, acc_t mx, int32_t
 
 // Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
 template <typename acc_t, typename RowValue>
-void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, RowValue row_value) {
+void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / J, j = i % J;
-      row_value(b, j, [&](auto value) {
-        if (want_max) {
+    with_flag(want_max, [&](auto wm) {
+      for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
+        row_value(b, j, [&](const auto& value) {
           acc_t s, m;
           int32_t arg;
-          row_sum_max<acc_t>(value, K, &s, &m, &arg);
-          store(r, i, s, m, arg, true);
-        } else {
-          store(r, i, row_sum<acc_t>(value, K), acc_t(0), 0, false);
-        }
+          row_reduce<decltype(wm)::value>(value, K, &s, &m, &arg);
+          store(r, i, s, m, arg, decltype(wm)::value);
+        });
       });
-    }
+    });
   });
 }
 
