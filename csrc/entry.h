@@ -9,6 +9,20 @@ namespace cpu {
 template <typename acc_t> void reduce_hw(DType dt, const ReduceArgs<acc_t>& args);
 template <typename acc_t> void reduce_c(DType dt, const ReduceArgs<acc_t>& args);
 template <typename acc_t> void pointwise(DType dt, const PointwiseArgs<acc_t>& args);
+
+// The gates' small convolution (csrc/cpu/gate_conv.cpp): ``in`` [B, M, H, W] and ``weight``
+// [M, kh, kw] contiguous, zero padding (ph, pw), one output channel [B, Ho, Wo].
+template <typename acc_t>
+struct GateConvArgs {
+  int64_t B, M, H, W, kh, kw, ph, pw, Ho, Wo;
+  const acc_t* in;
+  const acc_t* weight;
+  const acc_t* bias;  // [1] or null
+};
+template <typename acc_t> void gate_conv(const GateConvArgs<acc_t>& args, acc_t* out);
+// d in (all of it), d weight, and d bias when ``dbias`` is not null.
+template <typename acc_t>
+void gate_conv_backward(const GateConvArgs<acc_t>& args, const acc_t* dz, acc_t* din, acc_t* dweight, acc_t* dbias);
 }  // namespace cpu
 
 #ifdef ATTNFUSED_WITH_CUDA

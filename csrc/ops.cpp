@@ -250,6 +250,62 @@ void pointwise_into_op(const Tensor& a, const Tensor& like, bool ca_first, const
   pointwise_any(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, out);
 }
 
+// The gates' small convolution on CPU (csrc/cpu/gate_conv.cpp). The maps and weights are
+// already in the accumulation dtype (attnfused/ops/_gates.py).
+// Before the dtype dispatch, so that other dtypes get this message.
+void check_gate_conv_dtype(const Tensor& in, const Tensor& weight) {
+  TORCH_CHECK(in.scalar_type() == weight.scalar_type() && (in.scalar_type() == at::kFloat || in.scalar_type() == at::kDouble),
+              "attnfused: gate_conv takes float32 or float64 maps and weight of one dtype, got ", in.scalar_type(),
+              " and ", weight.scalar_type());
+}
+
+template <typename acc_t>
+cpu::GateConvArgs<acc_t> gate_conv_args(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph,
+                                        int64_t pw) {
+  TORCH_CHECK(in.is_cpu() && weight.is_cpu(), "attnfused: gate_conv runs on CPU tensors");
+  TORCH_CHECK(in.dim() == 4 && weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == in.size(1),
+              "attnfused: gate_conv takes maps [B, M, H, W] and a weight [1, M, kh, kw], got ", in.sizes(), " and ",
+              weight.sizes());
+  TORCH_CHECK(in.is_contiguous() && weight.is_contiguous(), "attnfused: gate_conv takes contiguous tensors");
+  TORCH_CHECK(ph >= 0 && pw >= 0, "attnfused: gate_conv padding must be >= 0");
+  cpu::GateConvArgs<acc_t> a{};
+  a.B = in.size(0); a.M = in.size(1); a.H = in.size(2); a.W = in.size(3);
+  a.kh = weight.size(2); a.kw = weight.size(3); a.ph = ph; a.pw = pw;
+  a.Ho = a.H + 2 * ph - a.kh + 1;
+  a.Wo = a.W + 2 * pw - a.kw + 1;
+  TORCH_CHECK(a.Ho > 0 && a.Wo > 0, "attnfused: gate_conv kernel larger than the padded maps");
+  a.in = in.data_ptr<acc_t>();
+  a.weight = weight.data_ptr<acc_t>();
+  a.bias = small<acc_t>(bias, in, in.scalar_type(), 1, "bias");
+  return a;
+}
+
+Tensor gate_conv_op(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph, int64_t pw) {
+  check_gate_conv_dtype(in, weight);
+  return AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "gate_conv", [&] {
+    const auto a = gate_conv_args<scalar_t>(in, weight, bias, ph, pw);
+    Tensor out = at::empty({a.B, 1, a.Ho, a.Wo}, in.options());
+    cpu::gate_conv(a, out.data_ptr<scalar_t>());
+    return out;
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> gate_conv_backward_op(const Tensor& dz, const Tensor& in, const Tensor& weight,
+                                                         int64_t ph, int64_t pw, bool want_bias) {
+  check_gate_conv_dtype(in, weight);
+  return AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "gate_conv_backward", [&] {
+    const auto a = gate_conv_args<scalar_t>(in, weight, std::nullopt, ph, pw);
+    TORCH_CHECK(dz.scalar_type() == in.scalar_type() && dz.is_contiguous() && dz.numel() == a.B * a.Ho * a.Wo,
+                "attnfused: gate_conv_backward's dz must be contiguous [B, 1, Ho, Wo] in the maps' dtype");
+    Tensor din = at::empty_like(in);
+    Tensor dweight = at::empty_like(weight);
+    Tensor dbias = at::empty({want_bias ? 1 : 0}, in.options());
+    cpu::gate_conv_backward(a, dz.data_ptr<scalar_t>(), din.data_ptr<scalar_t>(), dweight.data_ptr<scalar_t>(),
+                            want_bias ? dbias.data_ptr<scalar_t>() : nullptr);
+    return std::make_tuple(din, dweight, dbias);
+  });
+}
+
 }  // namespace
 }  // namespace attnfused
 
@@ -262,6 +318,10 @@ TORCH_LIBRARY(attnfused_C, m) {
   // The same into a given output (a batch block of y: attnfused/ops/attention.py).
   m.def("pointwise_into(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
         "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp, Tensor(a!) out) -> ()");
+  // The gates' small convolution (CPU only; CUDA tensors use cuDNN's): one output channel, zero padding.
+  m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
+  m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
+        "-> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
@@ -269,6 +329,8 @@ TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
   m.impl("pointwise_into", &attnfused::pointwise_into_op);
+  m.impl("gate_conv", &attnfused::gate_conv_op);
+  m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
 }
 
 #ifdef ATTNFUSED_WITH_CUDA

@@ -72,6 +72,8 @@ class KernelProvider(Protocol):
 
     # Optional: ``batch_block(x) -> int``, samples per block in which the ops should run the
     # forward (see attnfused/ops/attention.py); absent means the whole batch at once.
+    # Optional: ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions (see
+    # attnfused/ops/_gates.py and the "cpu" provider); absent means ``F.conv*d``.
 
 
 # name -> (module, attribute) of the provider object. "cuda" and "cpu" come from the compiled

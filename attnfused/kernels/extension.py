@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["CPU", "CUDA", "ExtensionProvider", "extension_status"]
+__all__ = ["CPU", "CUDA", "CPUExtensionProvider", "ExtensionProvider", "extension_status"]
 
 _BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` from the attnfused checkout (needs a C++ "
@@ -111,5 +111,22 @@ class ExtensionProvider:
         return max(1, _BLOCK_BYTES // per_sample)
 
 
-CPU = ExtensionProvider("cpu", "cpu")
+class CPUExtensionProvider(ExtensionProvider):
+    """The "cpu" provider: the passes, plus the gates' thin convolutions (``attnfused_C::gate_conv``,
+    ``csrc/cpu/gate_conv.cpp``), which :mod:`attnfused.ops._gates` uses when a provider has them."""
+
+    def gate_conv(self, maps: Tensor, weight: Tensor, bias: Optional[Tensor], padding: tuple[int, int]) -> Tensor:
+        """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel."""
+        return _ops().gate_conv(maps.contiguous(), weight.contiguous(), bias, padding[0], padding[1])
+
+    def gate_conv_backward(
+        self, dz: Tensor, maps: Tensor, weight: Tensor, padding: tuple[int, int], want_bias: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(d maps, d weight, d bias; empty without ``want_bias``) of :meth:`gate_conv`."""
+        return _ops().gate_conv_backward(
+            dz.contiguous(), maps.contiguous(), weight.contiguous(), padding[0], padding[1], want_bias
+        )
+
+
+CPU = CPUExtensionProvider("cpu", "cpu")
 CUDA = ExtensionProvider("cuda", "cuda")

@@ -6,6 +6,10 @@ weights arrive already cast. Backward recomputes the small forward from the save
 and applies explicit formulas (no nested autograd, so it traces cleanly under ``torch.compile``),
 following eager's conventions: ``relu'(h) = [h > 0]`` (0 where ``h <= 0`` even for an infinite
 gradient), ``sigmoid' = g (1 - g)``, ``hard_sigmoid'(z) = [-3 < z < 3] / 6``.
+
+The gates' convolutions (ECA's 1-D conv, CBAM's spatial conv: one output channel, one or two input
+maps) run through the kernel provider's ``gate_conv`` / ``gate_conv_backward`` when it has them (the
+compiled CPU provider: oneDNN is slow on such thin convolutions), else through ``F.conv*d``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,37 @@ def _act_backward(dr: Tensor, h: Tensor, name: str) -> Tensor:
     return dr * (s * (1 + h * (1 - s)))
 
 
+# -- the gates' convolutions (stride 1, zero padding, one output channel) --------------------------
+
+
+def _conv(inp: Tensor, weight: Tensor, bias: Optional[Tensor], padding: tuple[int, ...], kern) -> Tensor:
+    """``F.conv1d`` (3-D ``inp``) or ``F.conv2d`` (4-D), by the provider's ``gate_conv`` if any."""
+    conv = getattr(kern, "gate_conv", None)
+    if conv is None:
+        return (F.conv1d if inp.dim() == 3 else F.conv2d)(inp, weight, bias, padding=padding)
+    if inp.dim() == 3:  # 1-D as 2-D with H = 1
+        return conv(inp.unsqueeze(2), weight.unsqueeze(2), bias, (0, padding[0])).squeeze(2)
+    return conv(inp, weight, bias, padding)
+
+
+def _conv_backward(
+    dz: Tensor, inp: Tensor, weight: Tensor, padding: tuple[int, ...], bias: bool, kern
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(d inp, d weight, d bias or None) of :func:`_conv`."""
+    backward = getattr(kern, "gate_conv_backward", None)
+    if backward is None:
+        n = len(padding)
+        return torch.ops.aten.convolution_backward(
+            dz, inp, weight, [1] if bias else None, [1] * n, list(padding), [1] * n, False, [0] * n, 1, [True, True, bias]
+        )
+    if inp.dim() == 3:
+        di, dw, db = backward(dz.unsqueeze(2), inp.unsqueeze(2), weight.unsqueeze(2), (0, padding[0]), bias)
+        di, dw = di.squeeze(2), dw.squeeze(2)
+    else:
+        di, dw, db = backward(dz, inp, weight, padding, bias)
+    return di, dw, db if bias else None
+
+
 # -- channel gate -------------------------------------------------------------------------------
 
 
@@ -56,18 +91,18 @@ def _pad_circular(s: Tensor, p: int) -> Tensor:
     return torch.cat((s[..., s.shape[-1] - p:], s, s[..., :p]), dim=-1) if p else s
 
 
-def _logits(s: Tensor, spec: ChannelSpec, w: dict) -> Tensor:
+def _logits(s: Tensor, spec: ChannelSpec, w: dict, kern) -> Tensor:
     if spec.gate == "fc":
         return F.linear(_act(F.linear(s, w["w1"], w["b1"]), spec.act), w["w2"], w["b2"])
     if spec.gate == "linear":
         return F.linear(s, w["w1"], w["b1"])
     p = _conv1d_pad(w["w1"])
     if spec.conv_padding == "circular":
-        return F.conv1d(_pad_circular(s.unsqueeze(1), p), w["w1"]).squeeze(1)
-    return F.conv1d(s.unsqueeze(1), w["w1"], padding=p).squeeze(1)
+        return _conv(_pad_circular(s.unsqueeze(1), p), w["w1"], None, (0,), kern).squeeze(1)
+    return _conv(s.unsqueeze(1), w["w1"], None, (p,), kern).squeeze(1)
 
 
-def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: Grads) -> Tensor:
+def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: Grads, kern) -> Tensor:
     """``ds`` of ``z = G(s)``; adds the weight gradients into ``grads``."""
 
     def add(key: str, g: Tensor) -> None:
@@ -92,9 +127,7 @@ def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: G
     p = _conv1d_pad(wk)
     circular = spec.conv_padding == "circular"
     s_in = _pad_circular(s.unsqueeze(1), p) if circular else s.unsqueeze(1)
-    ds, dw, _ = torch.ops.aten.convolution_backward(
-        dz.unsqueeze(1), s_in, wk, None, [1], [0 if circular else p], [1], False, [0], 1, [True, True, False]
-    )
+    ds, dw, _ = _conv_backward(dz.unsqueeze(1), s_in, wk, (0 if circular else p,), False, kern)
     add("w1", dw)
     ds = ds.squeeze(1)
     if circular and p:
@@ -112,27 +145,27 @@ def _pooled_inputs(avg: Optional[Tensor], mx: Optional[Tensor], pool: str) -> li
     return [s for s in (avg, mx) if s is not None]
 
 
-def _summed_logits(inputs: list[Tensor], spec: ChannelSpec, w: dict) -> Tensor:
-    z = _logits(inputs[0], spec, w)
+def _summed_logits(inputs: list[Tensor], spec: ChannelSpec, w: dict, kern) -> Tensor:
+    z = _logits(inputs[0], spec, w, kern)
     for s in inputs[1:]:  # not builtins.sum: its 0 + z is one more op per call
-        z = z + _logits(s, spec, w)
+        z = z + _logits(s, spec, w, kern)
     return z
 
 
-def channel_forward(avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict) -> Tensor:
-    """``ca = gate_fn(sum of G(s))``: ``[B, C]``."""
-    return _gate_fn(_summed_logits(_pooled_inputs(avg, mx, spec.pool), spec, w), spec.gate_fn)
+def channel_forward(avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None) -> Tensor:
+    """``ca = gate_fn(sum of G(s))``: ``[B, C]``. ``kern``: the kernel provider (for its gate_conv)."""
+    return _gate_fn(_summed_logits(_pooled_inputs(avg, mx, spec.pool), spec, w, kern), spec.gate_fn)
 
 
 def channel_backward(
-    dca: Tensor, avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict
+    dca: Tensor, avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None
 ) -> tuple[Optional[Tensor], Optional[Tensor], Grads]:
     """(d_avg, d_max, weight grads) from ``dca = dL/dca``."""
     inputs = _pooled_inputs(avg, mx, spec.pool)
-    z = _summed_logits(inputs, spec, w)
+    z = _summed_logits(inputs, spec, w, kern)
     dz = _gate_fn_backward(dca, z, _gate_fn(z, spec.gate_fn), spec.gate_fn)
     grads: Grads = {}
-    ds = [_logits_backward(s, dz, spec, w, grads) for s in inputs]
+    ds = [_logits_backward(s, dz, spec, w, grads, kern) for s in inputs]
     if spec.pool == "avgmax_mean":
         return 0.5 * ds[0], 0.5 * ds[0], grads
     if spec.pool == "avgmax":
@@ -162,8 +195,9 @@ def spatial_maps_backward(dmaps: Tensor, spec: SpatialSpec) -> tuple[Tensor, Ten
     return half, half
 
 
-def _conv(maps: Tensor, w: dict) -> Tensor:
-    return F.conv2d(maps, w["weight"], w["bias"], padding=(w["weight"].shape[-1] - 1) // 2)
+def _spatial_conv(maps: Tensor, w: dict, kern) -> Tensor:
+    pad = (w["weight"].shape[-1] - 1) // 2
+    return _conv(maps, w["weight"], w["bias"], (pad, pad), kern)
 
 
 def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
@@ -173,9 +207,9 @@ def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
     return w["bn_mean"].reshape(()), w["bn_var"].reshape(())
 
 
-def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict) -> tuple[Tensor, Tensor]:
+def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Tensor]:
     """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output; zeros without BN)."""
-    z = _conv(maps, w)
+    z = _spatial_conv(maps, w, kern)
     moments = z.new_zeros(2)
     if spec.norm:
         mean, var = _norm_stats(z, w)
@@ -185,10 +219,10 @@ def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict) -> tuple[Tensor, T
     return _gate_fn(z, spec.gate_fn).squeeze(1), moments
 
 
-def spatial_backward(dsa: Tensor, maps: Tensor, spec: SpatialSpec, w: dict) -> tuple[Tensor, Grads]:
+def spatial_backward(dsa: Tensor, maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Grads]:
     """(d maps, weight grads) from ``dsa = dL/dsa`` ``[B, H, W]``."""
     grads: Grads = {}
-    z = _conv(maps, w)
+    z = _spatial_conv(maps, w, kern)
     zn = z
     if spec.norm:
         mean, var = _norm_stats(z, w)
@@ -206,10 +240,7 @@ def spatial_backward(dsa: Tensor, maps: Tensor, spec: SpatialSpec, w: dict) -> t
         else:
             dz = dzhat * rstd
     pad = (w["weight"].shape[-1] - 1) // 2
-    dmaps, dw, db = torch.ops.aten.convolution_backward(
-        dz, maps, w["weight"], None if w["bias"] is None else [1], [1, 1], [pad, pad], [1, 1], False,
-        [0, 0], 1, [True, True, w["bias"] is not None],
-    )
+    dmaps, dw, db = _conv_backward(dz, maps, w["weight"], (pad, pad), w["bias"] is not None, kern)
     grads["weight"] = dw
     if w["bias"] is not None:
         grads["bias"] = db

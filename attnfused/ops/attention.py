@@ -152,7 +152,7 @@ def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
     with _no_autocast(x):
         if cs is not None:
             avg, mx, amp = kern.pool_hw(x, use_max)
-            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, cw)
+            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
             out["ca"] = ca
             if use_avg:
                 out["avg"] = avg
@@ -161,7 +161,7 @@ def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
         if ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
             maps = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), ss)
-            sa, moments = _gates.spatial_forward(maps, ss, sw_)
+            sa, moments = _gates.spatial_forward(maps, ss, sw_, kern)
             sa = sa.reshape(b, h * w)
             out.update(sa=sa, maps=maps, amc=amc)
             if ss.norm:
@@ -207,7 +207,7 @@ def _attention_bwd(
         if ss is not None:
             dsa = kern.dot_c(dy, x, ca if cs is not None else None)
             sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
-            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, ss, sw_)
+            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, ss, sw_, kern)
             dm, dmean = _gates.spatial_maps_backward(dmaps, ss)
             grads.update({"s" + k: v for k, v in sgrads.items()})
             terms.update(sa=sa, dm=dm.reshape(b, h * w).contiguous(), da=(dmean / c).reshape(b, h * w).contiguous(), amc=amc)
@@ -215,7 +215,7 @@ def _attention_bwd(
             # dL/dca = sum_P m * x, with m the spatial stage's gradient wrt x1 (or dy without one).
             dca = kern.dot_hw(dy, x, **terms)
             d_avg, d_max, cgrads = _gates.channel_backward(
-                dca, avg if use_avg else None, mx if use_max else None, cs, _channel_weights(w1, b1, w2, b2, cs, acc)
+                dca, avg if use_avg else None, mx if use_max else None, cs, _channel_weights(w1, b1, w2, b2, cs, acc), kern
             )
             grads.update(cgrads)
             terms["ca"] = ca
