@@ -183,8 +183,8 @@ Tensor empty_output(const Tensor& like) {
 template <typename acc_t>
 Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
                  const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
-                 const OptTensor& dmax, const OptTensor& amp, const OptTensor& out_) {
-  Tensor out = out_.has_value() ? *out_ : empty_output(like);
+                 const OptTensor& dmax, const OptTensor& amp) {
+  Tensor out = empty_output(like);
   if (out.numel() == 0) return out;
   const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
   const auto acc = acc_type(a);
@@ -222,37 +222,19 @@ Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTe
 #endif
 }
 
-Tensor pointwise_any(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
-                     const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
-                     const OptTensor& dmax, const OptTensor& amp, const OptTensor& out) {
-  check_big(a, "input");
-  TORCH_CHECK(like.sizes() == a.sizes() && like.scalar_type() == a.scalar_type() && like.device() == a.device(),
-              "attnfused: like must match the input's shape, dtype and device");
-  if (out.has_value()) {
-    TORCH_CHECK(out->sizes() == a.sizes() && out->scalar_type() == a.scalar_type() && out->device() == a.device(),
-                "attnfused: out must match the input's shape, dtype and device");
-    TORCH_CHECK(hw_merges(*out), "attnfused: out must map to [B, C, H*W] without a copy (e.g. NCHW or channels_last)");
-  }
-  if (a.scalar_type() == at::kDouble)
-    return pointwise<double>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, out);
-  return pointwise<float>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, out);
-}
-
 Tensor pointwise_op(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
                     const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
                     const OptTensor& dmax, const OptTensor& amp) {
-  return pointwise_any(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, std::nullopt);
-}
-
-void pointwise_into_op(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
-                       const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
-                       const OptTensor& dmax, const OptTensor& amp, const Tensor& out) {
-  pointwise_any(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, out);
+  check_big(a, "input");
+  TORCH_CHECK(like.sizes() == a.sizes() && like.scalar_type() == a.scalar_type() && like.device() == a.device(),
+              "attnfused: like must match the input's shape, dtype and device");
+  if (a.scalar_type() == at::kDouble) return pointwise<double>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
+  return pointwise<float>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
 }
 
 // The gates' small convolution on CPU (csrc/cpu/gate_conv.cpp). The maps and weights are
-// already in the accumulation dtype (attnfused/ops/_gates.py).
-// Before the dtype dispatch, so that other dtypes get this message.
+// already in the accumulation dtype (attnfused/ops/_gates.py). Checked before the dtype dispatch,
+// so that other dtypes get this message.
 void check_gate_conv_dtype(const Tensor& in, const Tensor& weight) {
   TORCH_CHECK(in.scalar_type() == weight.scalar_type() && (in.scalar_type() == at::kFloat || in.scalar_type() == at::kDouble),
               "attnfused: gate_conv takes float32 or float64 maps and weight of one dtype, got ", in.scalar_type(),
@@ -315,9 +297,6 @@ TORCH_LIBRARY(attnfused_C, m) {
   m.def("reduce_c(Tensor a, Tensor? x, Tensor? ca, bool want_max, float divisor) -> (Tensor, Tensor, Tensor)");
   m.def("pointwise(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
         "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp) -> Tensor");
-  // The same into a given output (a batch block of y: attnfused/ops/attention.py).
-  m.def("pointwise_into(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
-        "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp, Tensor(a!) out) -> ()");
   // The gates' small convolution (CPU only; CUDA tensors use cuDNN's): one output channel, zero padding.
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
@@ -328,7 +307,6 @@ TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
-  m.impl("pointwise_into", &attnfused::pointwise_into_op);
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
 }
@@ -338,7 +316,6 @@ TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
-  m.impl("pointwise_into", &attnfused::pointwise_into_op);
 }
 #define ATTNFUSED_HAS_CUDA 1
 #else

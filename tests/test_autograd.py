@@ -156,21 +156,6 @@ def test_family_matches_reference_with_running_stats(case, provider):
     _family_matches_reference(case, provider)
 
 
-@pytest.mark.skipif(DEVICE.type != "cpu", reason="the cpu provider's batch blocks")
-@pytest.mark.parametrize("case", ["se_max", "cbam_fc", "cbam_timm_bn_train", "cbam_timm_bn_eval", "light_cbam"])
-def test_cpu_forward_in_batch_blocks(case, monkeypatch):
-    """The cpu provider runs the forward one sample per block here (a batch block is normally
-    ~8 MiB of x); under a spatial BatchNorm with batch statistics it must keep one block."""
-    from attnfused.kernels import extension
-
-    monkeypatch.setattr(extension, "_BLOCK_BYTES", 1)
-    calls = []
-    scale = extension.CPU.scale
-    monkeypatch.setattr(extension.CPU, "scale", lambda *a, **k: calls.append(1) or scale(*a, **k))
-    _family_matches_reference(case, "cpu")  # batch of 3
-    assert len(calls) == (1 if case in ("cbam_timm_bn_train", "light_cbam") else 3)
-
-
 def _family_matches_reference(case: str, provider: str) -> None:
     x = _x("channels_last", shape=(3, 5, 4, 6))
     results = []

@@ -53,8 +53,7 @@ class KernelProvider(Protocol):
 
     def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor: ...
 
-    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
-        """``y`` into ``out`` when given (same shape and dtype as ``x``, any strides), else a new tensor."""
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor: ...
 
     def grad_input(
         self,
@@ -70,8 +69,6 @@ class KernelProvider(Protocol):
         amp: Optional[Tensor] = None,
     ) -> Tensor: ...
 
-    # Optional: ``batch_block(x) -> int``, samples per block in which the ops should run the
-    # forward (see attnfused/ops/attention.py); absent means the whole batch at once.
     # Optional: ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions (see
     # attnfused/ops/_gates.py and the "cpu" provider); absent means ``F.conv*d``.
 

@@ -2,7 +2,7 @@
 
 The extension registers three torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c) and
-``pointwise`` / ``pointwise_into`` (scale, grad_input). This module adapts them to :class:`~attnfused.kernels.KernelProvider`
+``pointwise`` (scale, grad_input). This module adapts them to :class:`~attnfused.kernels.KernelProvider`
 (semantics and traffic in :mod:`attnfused.kernels`); the C++ entry points are in ``csrc/ops.cpp``,
 the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
 """
@@ -41,11 +41,6 @@ def extension_status() -> dict:
     """What this install has: ``{"built": bool, "cuda": bool, "error": str | None}``."""
     mod, err = _load()
     return {"built": mod is not None, "cuda": bool(mod is not None and mod.WITH_CUDA), "error": err}
-
-
-# x block size for CPU forward blocking: y's block is written meanwhile, so x + y blocks stay
-# well inside a 32 MiB L3 (and most desktop L3s); per-block gate math is ~10 small ops.
-_BLOCK_BYTES = 8 << 20
 
 
 def _ops():
@@ -93,22 +88,11 @@ class ExtensionProvider:
     def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor:
         return _ops().reduce_c(dy, x, ca, False, 1.0)[0]
 
-    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
-        if out is None:
-            return _ops().pointwise(x, x, True, ca, sa, None, None, None, None, None, None)
-        _ops().pointwise_into(x, x, True, ca, sa, None, None, None, None, None, None, out)
-        return out
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:
+        return _ops().pointwise(x, x, True, ca, sa, None, None, None, None, None, None)
 
     def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
         return _ops().pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
-
-    def batch_block(self, x: Tensor) -> int:
-        """Samples per forward block on CPU: about ``_BLOCK_BYTES`` of ``x``, so that the block's
-        second read (scale, after pool) comes from the last-level cache instead of DRAM."""
-        if self.device_type != "cpu":
-            return max(x.shape[0], 1)
-        per_sample = max(x[0:1].numel() * x.element_size(), 1)
-        return max(1, _BLOCK_BYTES // per_sample)
 
 
 class CPUExtensionProvider(ExtensionProvider):

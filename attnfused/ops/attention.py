@@ -23,8 +23,6 @@ CBAM            pool_hw + pool_c + scale = 4N            dot_c + dot_hw + grad_i
 In training with a spatial BatchNorm the op returns the batch moments of the conv output; the
 caller (``attnfused.functional``) updates the running statistics from them, outside the op.
 
-A provider with a ``batch_block`` method (the CPU one) gets the forward in blocks of samples, each
-written into its slice of ``y``: same passes, but a block's second read of ``x`` comes from cache.
 """
 
 from __future__ import annotations
@@ -122,29 +120,12 @@ def _attention_fwd(
     acc = acc_dtype(x.dtype)
     cw = _channel_weights(w1, b1, w2, b2, cs, acc) if cs is not None else None
     sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) if ss is not None else None
-    y = empty_output(x)
-    # A provider may ask for the batch in blocks (the CPU one: a block's second read of x then
-    # hits cache). Every sample's result depends on that sample alone, except under a spatial
-    # BatchNorm with batch statistics: that runs as one block.
-    block = x.shape[0]
-    if hasattr(kern, "batch_block") and not (ss is not None and ss.norm and sw_["bn_train"]):
-        block = kern.batch_block(x)
-    parts = [
-        _forward_block(kern, x[b0:b0 + block], y[b0:b0 + block], cs, ss, cw, sw_)
-        for b0 in range(0, max(x.shape[0], 1), max(block, 1))
-    ]
-    small = parts[0] if len(parts) == 1 else {k: _cat_saved(k, [p[k] for p in parts]) for k in _SAVED}
+    y, small = _forward(kern, x, cs, ss, cw, sw_)
     return (y, *(small[k] for k in _SAVED))
 
 
-def _cat_saved(key: str, chunks: list[Tensor]) -> Tensor:
-    if key == "moments" or chunks[0].numel() == 0:  # moments: only ever one block (see above)
-        return chunks[0]
-    return torch.cat(chunks)
-
-
-def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
-    """The forward of samples ``x`` (a batch block), writing ``y``; returns the saved small tensors."""
+def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
+    """``y`` and the saved small tensors."""
     out: dict[str, Tensor] = {}
     use_avg, use_max = _pools(cs)
     b, c, h, w = x.shape
@@ -166,12 +147,12 @@ def _forward_block(kern, x: Tensor, y: Tensor, cs, ss, cw, sw_) -> dict:
             out.update(sa=sa, maps=maps, amc=amc)
             if ss.norm:
                 out["moments"] = moments
-    kern.scale(x, ca, sa, out=y)
+    y = kern.scale(x, ca, sa)
     acc = acc_dtype(x.dtype)
     for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
         if key not in out:
             out[key] = x.new_empty(0, dtype=torch.int32 if key in ("amp", "amc") else acc)
-    return out
+    return y, out
 
 
 def _no_autocast(x: Tensor):

@@ -187,9 +187,9 @@ class TritonProvider:
         return self._reduce_c(dy, x, ca, False, 1)[0]
 
     # -- full-size writes --------------------------------------------------------------------
-    def _pointwise(self, a: Tensor, like: Tensor, ca_first: bool, out: Optional[Tensor] = None, **terms) -> Tensor:
+    def _pointwise(self, a: Tensor, like: Tensor, ca_first: bool, **terms) -> Tensor:
         # The output takes the layout of ``like`` (x), whatever the layout of ``a`` (x or dy).
-        out = empty_output(like) if out is None else out
+        out = empty_output(like)
         if out.numel() == 0:
             return out
         bsz, c, h, w = a.shape
@@ -214,8 +214,8 @@ class TritonProvider:
             )
         return out
 
-    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
-        return self._pointwise(x, x, True, out=out, ca=ca, sa=sa)
+    def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:
+        return self._pointwise(x, x, True, ca=ca, sa=sa)
 
     def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
         return self._pointwise(
