@@ -8,6 +8,97 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
+// The backward's dx = (a*sa + da + dm*[c == amc]) * ca + davg + dmax*[p == amp] with the terms a
+// block passes known at compile time (kMid: CBAM's spatial stage; kCa, kAvg, kMax: its channel
+// stage), for unit-stride rows of either layout: branch-free, so it vectorises. The generic body
+// tests every optional term per element and ran at ~2 ns/element (a copy runs at ~0.3). ``ivdep``:
+// ``out`` is a fresh tensor, so the loops need no runtime alias checks, which on 7x7 rows with five
+// input streams cost more than the row.
+template <typename scalar_t, typename acc_t, bool kMid, bool kCa, bool kAvg, bool kMax>
+void backward_rows(const PointwiseArgs<acc_t>& w) {
+  const int64_t C = w.C, P = w.P;
+  const Terms<acc_t> t = w.t;
+  const View a = w.a;
+  const auto* in = static_cast<const scalar_t*>(a.data);
+  auto* out = static_cast<scalar_t*>(w.out);
+  if (w.oc < w.op) {  // rows of C per (b, p): the spatial terms are per row, the channel ones per element
+    at::parallel_for(0, w.B * P, grain_for(C), [&](int64_t begin, int64_t end) {
+      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
+        const scalar_t* ra = in + b * a.sb + p * a.sp;
+        scalar_t* ro = out + b * w.ob + p * w.op;
+        const acc_t sa = kMid ? t.sa[i] : acc_t(1), da = kMid ? t.da[i] : acc_t(0), dm = kMid ? t.dm[i] : acc_t(0);
+        const int32_t amc = kMid ? t.amc[i] : -1, p32 = static_cast<int32_t>(p);
+        const acc_t* ca = kCa ? t.ca + b * C : nullptr;  // (no arithmetic on absent terms' nulls)
+        const acc_t* davg = kAvg ? t.davg + b * C : nullptr;
+        const acc_t* dmax = kMax ? t.dmax + b * C : nullptr;
+        const int32_t* amp = kMax ? t.amp + b * C : nullptr;
+#pragma GCC ivdep
+        for (int64_t c = 0; c < C; ++c) {
+          acc_t v = static_cast<acc_t>(ra[c]);
+          if constexpr (kMid) v = v * sa + da + (static_cast<int32_t>(c) == amc ? dm : acc_t(0));
+          if constexpr (kCa) v *= ca[c];
+          if constexpr (kAvg) v += davg[c];
+          if constexpr (kMax) {
+            const acc_t dmx = dmax[c];  // loaded unconditionally: a conditional load blocks if-conversion
+            v += amp[c] == p32 ? dmx : acc_t(0);
+          }
+          ro[c] = static_cast<scalar_t>(v);
+        }
+      });
+    });
+    return;
+  }
+  at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
+    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
+      const scalar_t* ra = in + b * a.sb + c * a.sc;
+      scalar_t* ro = out + b * w.ob + c * w.oc;
+      const acc_t g = kCa ? t.ca[i] : acc_t(1), d = kAvg ? t.davg[i] : acc_t(0);
+      const acc_t* sa = kMid ? t.sa + b * P : nullptr;
+      const acc_t* da = kMid ? t.da + b * P : nullptr;
+      const acc_t* dm = kMid ? t.dm + b * P : nullptr;
+      const int32_t* amc = kMid ? t.amc + b * P : nullptr;
+      const int32_t c32 = static_cast<int32_t>(c);
+      auto value = [&](int64_t p) {
+        acc_t v = static_cast<acc_t>(ra[p]);
+        if constexpr (kMid) {
+          const acc_t dmp = dm[p];  // loaded unconditionally: a conditional load blocks if-conversion
+          v = v * sa[p] + da[p] + (amc[p] == c32 ? dmp : acc_t(0));
+        }
+        if constexpr (kCa) v *= g;
+        if constexpr (kAvg) v += d;
+        return v;
+      };
+#pragma GCC ivdep
+      for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(value(p));
+      if constexpr (kMax) {  // one element per row: recomputed with the same rounding, dmax added last
+        const int64_t q = t.amp[i];
+        if (q >= 0 && q < P) ro[q] = static_cast<scalar_t>(value(q) + t.dmax[i]);
+      }
+    });
+  });
+}
+
+// Runs backward_rows when the terms form one of its patterns and rows are unit-stride; false if not.
+template <typename scalar_t, typename acc_t>
+bool backward_fast(const PointwiseArgs<acc_t>& w) {
+  const Terms<acc_t>& t = w.t;
+  const bool c_rows = w.oc < w.op;
+  const bool unit = c_rows ? (w.a.sc == 1 && w.oc == 1) : (w.a.sp == 1 && w.op == 1);
+  const bool mid = t.sa && t.da && t.dm;
+  if (w.ca_first || !unit || (!mid && (t.sa || t.da || t.dm))) return false;
+  with_flag(mid, [&](auto m) {
+    with_flag(t.ca != nullptr, [&](auto g) {
+      with_flag(t.davg != nullptr, [&](auto avg) {
+        with_flag(t.dmax != nullptr, [&](auto mx) {
+          backward_rows<scalar_t, acc_t, decltype(m)::value, decltype(g)::value, decltype(avg)::value,
+                        decltype(mx)::value>(w);
+        });
+      });
+    });
+  });
+  return true;
+}
+
 template <typename scalar_t, typename acc_t>
 void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   const int64_t B = w.B, C = w.C, P = w.P;
@@ -17,10 +108,12 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   const scalar_t* in = static_cast<const scalar_t*>(a.data);
   auto round = [](acc_t v) { return static_cast<acc_t>(static_cast<scalar_t>(v)); };
   // The forward loops get branch-free bodies (so they vectorise): y = x * ca[b, c] (SE / ECA) and
-  // y = round(x * ca) * sa[b, p] (CBAM); the backward's many optional terms take the generic body.
+  // y = round(x * ca) * sa[b, p] (CBAM); the backward's term patterns get backward_rows; any other
+  // strides take the generic body.
   const bool forward = w.ca_first && !t.da && !t.dm && !t.davg && !t.dmax;
   const bool ca_only = forward && t.ca && !t.sa;
   const bool ca_sa = forward && t.ca && t.sa;
+  if (!w.ca_first && backward_fast<scalar_t, acc_t>(w)) return;
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {

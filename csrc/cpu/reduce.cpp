@@ -109,7 +109,8 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
         const int32_t c32 = static_cast<int32_t>(c);
         run([=](int64_t p) {
           acc_t v = static_cast<acc_t>(ra[p]) * sa[p] + da[p];
-          v += amc[p] == c32 ? dm[p] : acc_t(0);
+          const acc_t dmp = dm[p];  // unconditional load: a conditional one blocks vectorisation
+          v += amc[p] == c32 ? dmp : acc_t(0);
           return v * static_cast<acc_t>(rx[p]);
         });
       }
@@ -130,7 +131,8 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
       const int64_t c0_ = c0;
       run([=](int64_t p, int64_t j) {
         acc_t v = static_cast<acc_t>(pa[p * sap + j]) * sa[p] + da[p];
-        v += amc[p] == c0_ + j ? dm[p] : acc_t(0);
+        const acc_t dmp = dm[p];
+        v += amc[p] == c0_ + j ? dmp : acc_t(0);
         return v * static_cast<acc_t>(px[p * sxp + j]);
       });
     }
