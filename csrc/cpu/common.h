@@ -174,8 +174,17 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
     for (int width = W / 2; width >= 1; width /= 2) {
       I rot;
       for (int l = 0; l < W; ++l) rot[l] = (l + width) % W;
+#if defined(__GNUC__) && !defined(__clang__)
       const V m2 = __builtin_shuffle(mv, rot);
       const I i2 = __builtin_shuffle(iv, rot);
+#else  // same result, lane by lane
+      V m2;
+      I i2;
+      for (int l = 0; l < W; ++l) {
+        m2[l] = mv[rot[l]];
+        i2[l] = iv[rot[l]];
+      }
+#endif
       const auto take = (m2 > mv) | ((m2 == mv) & (i2 < iv));
       mv = take ? m2 : mv;
       iv = take ? i2 : iv;
