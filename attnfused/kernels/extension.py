@@ -2,9 +2,10 @@
 
 The extension registers three torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c) and
-``pointwise`` (scale, grad_input). This module adapts them to :class:`~attnfused.kernels.KernelProvider`
-(semantics and traffic in :mod:`attnfused.kernels`); the C++ entry points are in ``csrc/ops.cpp``,
-the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
+``pointwise`` (scale, grad_input), plus two CPU-only ones for the gates' thin convolutions,
+``gate_conv`` and ``gate_conv_backward`` (CUDA tensors keep cuDNN's). This module adapts them to
+:class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
+C++ entry points are in ``csrc/ops.cpp``, the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
 """
 
 from __future__ import annotations
