@@ -204,92 +204,80 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
   }
 }
 
-// ``sum[j] += value(k, j)`` for k in [0, K), j in [0, J): J independent outputs along the
-// unit-stride axis, K rows of the reduced one. ``sum`` is initialised here.
-template <typename acc_t, typename Value>
-AF_VEC void tile_sum(Value value, int64_t K, int64_t J, acc_t* __restrict sum) {
-  for (int64_t j = 0; j < J; ++j) sum[j] = 0;
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < J; ++j) sum[j] += value(k, j);
-}
-
-// Outputs [j0, j0 + kVecs * W) of tile_sum_max, held in registers while the K rows stream by.
-template <typename acc_t, int kVecs, typename Value>
-inline void tile_block_max(const Value& value, int64_t K, int64_t j0, acc_t* sum, acc_t* mx, int32_t* arg) {
+// ``sum[j] = sum_k value(k, j)`` (and with kMax the max over k and its first index) for k in
+// [0, K), j in [0, J): J independent outputs along the unit-stride axis, K rows of the reduced one
+// (pool_c on NCHW, pool_hw on channels_last). The outputs live in memory (the caller's buffers);
+// the rows go by in chunks of kChunk: for each vector of outputs, load it into registers, fold in
+// the chunk's rows, store it back. A chunk reads kChunk long contiguous row segments, which the
+// prefetchers follow; sweeping all K rows per vector of outputs (K strided streams) or touching the
+// outputs in memory for every row both ran at ~4-5 GB/s from DRAM on one core, this at ~15.
+// Rows arrive in increasing k, so a strict ``>`` keeps the first index; the fold order per output
+// is k order (deterministic).
+template <bool kMax, typename acc_t, typename Value>
+AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum, acc_t* __restrict mx,
+                        int32_t* __restrict arg) {
   using T = Vec<acc_t>;
   using V = typename T::V;
   using I = typename T::I;
-  constexpr int W = T::W;
-  V s[kVecs], m[kVecs];
-  I ix[kVecs];
-  for (int n = 0; n < kVecs; ++n) {
-    s[n] = V{};
-    m[n] = V{} - std::numeric_limits<acc_t>::infinity();
-    ix[n] = I{};
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const I kk = I{} + static_cast<typename T::Index>(k);
-    for (int n = 0; n < kVecs; ++n) {
-      V v;
-      for (int l = 0; l < W; ++l) v[l] = value(k, j0 + n * W + l);
-      s[n] += v;
-      const auto better = v > m[n];  // rows arrive in increasing k: strict keeps the first index
-      m[n] = better ? v : m[n];
-      ix[n] = better ? kk : ix[n];
+  constexpr int W = T::W, kChunk = 8;
+  for (int64_t j = 0; j < J; ++j) {
+    sum[j] = 0;
+    if constexpr (kMax) {
+      mx[j] = -std::numeric_limits<acc_t>::infinity();
+      arg[j] = 0;
     }
   }
-  for (int n = 0; n < kVecs; ++n)
-    for (int l = 0; l < W; ++l) {
-      sum[j0 + n * W + l] = s[n][l];
-      mx[j0 + n * W + l] = m[n][l];
-      arg[j0 + n * W + l] = static_cast<int32_t>(ix[n][l]);
-    }
-}
-
-// tile_sum plus the max and its first index per output. Register-blocked: 4 vectors of outputs
-// (12 registers of sums, maxima and indices) sweep the K rows, then the next 4; a ragged end is one
-// more block shifted back to end at J (it recomputes some outputs, to identical values). Keeping
-// the three accumulators in memory instead cost 3 loads and 3 stores per vector: ~10-18 GB/s
-// against ~20-30 GB/s here (one core, L2/L3-resident).
-template <typename acc_t, typename Value>
-AF_VEC void tile_sum_max(Value value, int64_t K, int64_t J, acc_t* __restrict sum, acc_t* __restrict mx,
-                         int32_t* __restrict arg) {
-  constexpr int W = Vec<acc_t>::W, kVecs = 4;
-  auto blocks = [&](auto vecs) {
-    constexpr int n = decltype(vecs)::value, B = n * W;
-    int64_t j = 0;
-    for (; j + B <= J; j += B) tile_block_max<acc_t, n>(value, K, j, sum, mx, arg);
-    if (j < J) tile_block_max<acc_t, n>(value, K, J - B, sum, mx, arg);
-  };
-  if (J >= kVecs * W) {
-    blocks(std::integral_constant<int, kVecs>{});
-  } else if (J >= W) {
-    blocks(std::integral_constant<int, 1>{});
-  } else {
-    for (int64_t j = 0; j < J; ++j) {  // fewer outputs than one vector
-      acc_t s = 0, m = -std::numeric_limits<acc_t>::infinity();
-      int32_t a = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const acc_t v = value(k, j);
-        s += v;
-        if (v > m) {
-          m = v;
-          a = static_cast<int32_t>(k);
+  const int64_t Jv = J / W * W;
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t k1 = std::min<int64_t>(K, k0 + kChunk);
+    for (int64_t j = 0; j < Jv; j += W) {
+      V s, m;
+      I ix;
+      for (int l = 0; l < W; ++l) {
+        s[l] = sum[j + l];
+        if constexpr (kMax) {
+          m[l] = mx[j + l];
+          ix[l] = arg[j + l];
         }
       }
-      sum[j] = s;
-      mx[j] = m;
-      arg[j] = a;
+      for (int64_t k = k0; k < k1; ++k) {
+        V v;
+        for (int l = 0; l < W; ++l) v[l] = value(k, j + l);
+        s += v;
+        if constexpr (kMax) {
+          const auto better = v > m;
+          m = better ? v : m;
+          ix = better ? I{} + static_cast<typename T::Index>(k) : ix;
+        }
+      }
+      for (int l = 0; l < W; ++l) {
+        sum[j + l] = s[l];
+        if constexpr (kMax) {
+          mx[j + l] = m[l];
+          arg[j + l] = static_cast<int32_t>(ix[l]);
+        }
+      }
     }
+    for (int64_t j = Jv; j < J; ++j)  // the last J % W outputs, one by one
+      for (int64_t k = k0; k < k1; ++k) {
+        const acc_t v = value(k, j);
+        sum[j] += v;
+        if (kMax && v > mx[j]) {
+          mx[j] = v;
+          arg[j] = static_cast<int32_t>(k);
+        }
+      }
   }
-  for (int64_t j = 0; j < J; ++j) {  // NaN rule, as row_reduce
-    if (sum[j] == sum[j]) continue;
-    for (int64_t k = 0; k < K; ++k) {
-      const acc_t v = value(k, j);
-      if (v != v) {
-        mx[j] = v;
-        arg[j] = static_cast<int32_t>(k);
-        break;
+  if constexpr (kMax) {
+    for (int64_t j = 0; j < J; ++j) {  // NaN rule, as row_reduce
+      if (sum[j] == sum[j]) continue;
+      for (int64_t k = 0; k < K; ++k) {
+        const acc_t v = value(k, j);
+        if (v != v) {
+          mx[j] = v;
+          arg[j] = static_cast<int32_t>(k);
+          break;
+        }
       }
     }
   }

@@ -3,7 +3,7 @@
 // Each reduction walks the tensor once in its memory order: when the reduced axis is the
 // unit-stride one (pool_hw on NCHW, pool_c on channels_last) a task reduces whole rows
 // (row_reduce); otherwise a task owns a tile of the kept axis and sweeps the reduced
-// axis, accumulating a vector of results (tile_sum / tile_sum_max). Unit-stride inputs get
+// axis, accumulating a vector of results (tile_reduce). Unit-stride inputs get
 // branch-free loop bodies (templated on the optional terms); any other strides take one generic
 // body. No splits on CPU: (sample x tile) tasks already outnumber the cores.
 #include <vector>
@@ -15,7 +15,9 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-constexpr int64_t kTile = 256;  // kept-axis entries per tile task (1-2 KiB of accumulators)
+// Kept-axis entries per tile task: long contiguous row segments for tile_reduce's chunks (a whole
+// 56x56 map is 3136), outputs ~12 KiB per buffer, still a few tasks per sample to balance threads.
+constexpr int64_t kTile = 1024;
 
 template <typename acc_t>
 struct TileBuffers {
@@ -59,9 +61,9 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
       tile_value(b, j0, [&](auto value) {
         if (want_max) {
-          tile_sum_max<acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+          tile_reduce<true, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
         } else {
-          tile_sum<acc_t>(value, K, n, buf.sum.data());
+          tile_reduce<false, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
         }
       });
       for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
