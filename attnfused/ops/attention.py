@@ -22,7 +22,6 @@ CBAM            pool_hw + pool_c + scale = 4N            dot_c + dot_hw + grad_i
 
 In training with a spatial BatchNorm the op returns the batch moments of the conv output; the
 caller (``attnfused.functional``) updates the running statistics from them, outside the op.
-
 """
 
 from __future__ import annotations
