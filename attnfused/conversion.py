@@ -174,11 +174,19 @@ def _timm_attr(module: str, name: str):
     return getattr(mod, name, None) if mod is not None else None
 
 
+_ACT = "timm.layers.activations"
+_ACT_ME = "timm.layers.activations_me"
+
+
+def _with_timm(base: tuple, *timm_names: tuple[str, str]) -> tuple:
+    """``base`` plus those of the timm attributes ``(module, name)`` that are loaded."""
+    return base + tuple(a for a in (_timm_attr(m, n) for m, n in timm_names) if a is not None)
+
+
 def _act_name(act) -> Optional[str]:
     """``"relu"`` / ``"silu"`` for the hidden activations the family has, else None."""
     relu_types = (nn.ReLU,)
-    silu_types = tuple(t for t in (nn.SiLU, _timm_attr("timm.layers.activations", "Swish"),
-                                   _timm_attr("timm.layers.activations_me", "SwishMe")) if t is not None)
+    silu_types = _with_timm((nn.SiLU,), (_ACT, "Swish"), (_ACT_ME, "SwishMe"))
     if isinstance(act, nn.Module):
         if type(act) in relu_types:
             return "relu"
@@ -186,11 +194,7 @@ def _act_name(act) -> Optional[str]:
             return "silu"
         return None
     relu_fns = {F.relu, torch.relu}
-    silu_fns = {F.silu}
-    for mod, name in (("timm.layers.activations", "swish"), ("timm.layers.activations_me", "swish_me")):
-        fn = _timm_attr(mod, name)
-        if fn is not None:
-            silu_fns.add(fn)
+    silu_fns = set(_with_timm((F.silu,), (_ACT, "swish"), (_ACT_ME, "swish_me")))
     try:
         if act in relu_fns:
             return "relu"
@@ -207,32 +211,16 @@ def _gate_name(gate) -> Optional[str]:
     ``hard_sigmoid`` is ``relu6(z + 3) / 6``: torch's ``Hardsigmoid`` and timm's ``HardSigmoid``,
     ``HardSigmoidMe`` all compute it.
     """
-    sig_types = [nn.Sigmoid]
-    hsig_types = [nn.Hardsigmoid]
-    for mod, name, lst in (
-        ("timm.layers.activations", "Sigmoid", sig_types),
-        ("timm.layers.activations", "HardSigmoid", hsig_types),
-        ("timm.layers.activations_me", "HardSigmoidMe", hsig_types),
-    ):
-        t = _timm_attr(mod, name)
-        if t is not None:
-            lst.append(t)
+    sig_types = _with_timm((nn.Sigmoid,), (_ACT, "Sigmoid"))
+    hsig_types = _with_timm((nn.Hardsigmoid,), (_ACT, "HardSigmoid"), (_ACT_ME, "HardSigmoidMe"))
     if isinstance(gate, nn.Module):
         if type(gate) in sig_types:
             return "sigmoid"
         if type(gate) in hsig_types:
             return "hard_sigmoid"
         return None
-    sig_fns = {torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid}
-    hsig_fns = {F.hardsigmoid}
-    for mod, name, s in (
-        ("timm.layers.activations", "sigmoid", sig_fns),
-        ("timm.layers.activations", "hard_sigmoid", hsig_fns),
-        ("timm.layers.activations_me", "hard_sigmoid_me", hsig_fns),
-    ):
-        fn = _timm_attr(mod, name)
-        if fn is not None:
-            s.add(fn)
+    sig_fns = set(_with_timm((torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid), (_ACT, "sigmoid")))
+    hsig_fns = set(_with_timm((F.hardsigmoid,), (_ACT, "hard_sigmoid"), (_ACT_ME, "hard_sigmoid_me")))
     try:
         if gate in sig_fns:
             return "sigmoid"
