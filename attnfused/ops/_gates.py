@@ -91,44 +91,97 @@ def _pad_circular(s: Tensor, p: int) -> Tensor:
     return torch.cat((s[..., s.shape[-1] - p:], s, s[..., :p]), dim=-1) if p else s
 
 
-def _logits(s: Tensor, spec: ChannelSpec, w: dict, kern) -> Tensor:
-    if spec.gate == "fc":
-        return F.linear(_act(F.linear(s, w["w1"], w["b1"]), spec.act), w["w2"], w["b2"])
-    if spec.gate == "linear":
-        return F.linear(s, w["w1"], w["b1"])
-    p = _conv1d_pad(w["w1"])
-    if spec.conv_padding == "circular":
-        return _conv(_pad_circular(s.unsqueeze(1), p), w["w1"], None, (0,), kern).squeeze(1)
-    return _conv(s.unsqueeze(1), w["w1"], None, (p,), kern).squeeze(1)
+def _n_inputs(spec: ChannelSpec) -> int:
+    """How many pooled statistics go through the gate's layers: 2 for ``"avgmax"``."""
+    return 2 if spec.pool == "avgmax" else 1
 
 
-def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: Grads, kern) -> Tensor:
-    """``ds`` of ``z = G(s)``; adds the weight gradients into ``grads``."""
+def _stacked(avg: Optional[Tensor], mx: Optional[Tensor], pool: str) -> Tensor:
+    """The gate's input rows: ``[B, C]``, or ``[2B, C]`` for ``"avgmax"`` (avg rows, then max rows)
+    so that each layer is one matrix product for both statistics."""
+    if pool == "avgmax_mean":
+        return 0.5 * (avg + mx)
+    if pool == "avgmax":
+        return torch.cat((avg, mx))
+    return avg if avg is not None else mx
 
-    def add(key: str, g: Tensor) -> None:
-        grads[key] = g if grads.get(key) is None else grads[key] + g
 
+def _fold(rows: Tensor, n: int) -> Tensor:
+    """``[n*B, ...] -> [B, ...]``: the sum over the stacked statistics (avg's rows + max's)."""
+    if n == 1:
+        return rows
+    b = rows.shape[0] // n
+    return rows[:b] + rows[b:]
+
+
+def _logits(s: Tensor, spec: ChannelSpec, w: dict, kern) -> tuple[Tensor, Optional[Tensor]]:
+    """(``G(s)`` row by row, the ``"fc"`` gate's hidden pre-activation or None)."""
     if spec.gate == "fc":
         h = F.linear(s, w["w1"], w["b1"])
-        add("w2", dz.t() @ _act(h, spec.act))
-        if w["b2"] is not None:
-            add("b2", dz.sum(0))
-        dh = _act_backward(dz @ w["w2"], h, spec.act)
-        add("w1", dh.t() @ s)
-        if w["b1"] is not None:
-            add("b1", dh.sum(0))
-        return dh @ w["w1"]
+        return F.linear(_act(h, spec.act), w["w2"], w["b2"]), h
     if spec.gate == "linear":
-        add("w1", dz.t() @ s)
+        return F.linear(s, w["w1"], w["b1"]), None
+    p = _conv1d_pad(w["w1"])
+    if spec.conv_padding == "circular":
+        return _conv(_pad_circular(s.unsqueeze(1), p), w["w1"], None, (0,), kern).squeeze(1), None
+    return _conv(s.unsqueeze(1), w["w1"], None, (p,), kern).squeeze(1), None
+
+
+def channel_forward(
+    avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(``ca = gate_fn(z)``, the logits ``z = sum over pooled stats of G(s)``, both ``[B, C]``, and the
+    ``"fc"`` gate's hidden pre-activation ``[n*B, C/r]`` or None: what backward needs, so that it
+    repeats none of the gate's matrix products). ``kern``: the kernel provider (for its gate_conv)."""
+    zs, h = _logits(_stacked(avg, mx, spec.pool), spec, w, kern)
+    z = _fold(zs, _n_inputs(spec))
+    return _gate_fn(z, spec.gate_fn), z, h
+
+
+def channel_backward(
+    dca: Tensor, avg: Optional[Tensor], mx: Optional[Tensor], z: Tensor, h: Optional[Tensor],
+    spec: ChannelSpec, w: dict, kern=None,
+) -> tuple[Optional[Tensor], Optional[Tensor], Grads]:
+    """(d_avg, d_max, weight grads) from ``dca = dL/dca`` and :func:`channel_forward`'s ``z``, ``h``.
+
+    Every statistic's logits receive the same ``dz``, so the products that do not involve the
+    statistic itself run once on ``[B, ...]``: ``dW2 = dz^T sum_i act(h_i)``, ``d act = dz W2``, and
+    for the one-layer gates ``dW = dz^T sum_i s_i`` with one input gradient for all."""
+    n = _n_inputs(spec)
+    s = _stacked(avg, mx, spec.pool)
+    dz = _gate_fn_backward(dca, z, _gate_fn(z, spec.gate_fn), spec.gate_fn)
+    grads: Grads = {}
+    if spec.gate == "fc":
+        grads["w2"] = dz.t() @ _fold(_act(h, spec.act), n)
+        if w["b2"] is not None:
+            grads["b2"] = dz.sum(0) * n
+        dr = dz @ w["w2"]
+        dh = _act_backward(dr.repeat(n, 1) if n > 1 else dr, h, spec.act)
+        grads["w1"] = dh.t() @ s
         if w["b1"] is not None:
-            add("b1", dz.sum(0))
-        return dz @ w["w1"]
-    wk = w["w1"]
+            grads["b1"] = dh.sum(0)
+        ds = dh @ w["w1"]
+    elif spec.gate == "linear":
+        grads["w1"] = dz.t() @ _fold(s, n)
+        if w["b1"] is not None:
+            grads["b1"] = dz.sum(0) * n
+        ds = dz @ w["w1"]
+    else:
+        ds, grads["w1"] = _conv1d_backward(dz, _fold(s, n), w["w1"], spec.conv_padding, kern)
+    if spec.pool == "avgmax_mean":
+        return 0.5 * ds, 0.5 * ds, grads
+    if spec.pool == "avgmax":
+        b = dz.shape[0]
+        return (ds[:b], ds[b:], grads) if ds.shape[0] == 2 * b else (ds, ds, grads)
+    return (ds, None, grads) if spec.pool == "avg" else (None, ds, grads)
+
+
+def _conv1d_backward(dz: Tensor, s: Tensor, wk: Tensor, padding: str, kern) -> tuple[Tensor, Tensor]:
+    """(ds, dw) of the 1-D gate conv over channels (zero or circular padding)."""
     p = _conv1d_pad(wk)
-    circular = spec.conv_padding == "circular"
+    circular = padding == "circular"
     s_in = _pad_circular(s.unsqueeze(1), p) if circular else s.unsqueeze(1)
     ds, dw, _ = _conv_backward(dz.unsqueeze(1), s_in, wk, (0 if circular else p,), False, kern)
-    add("w1", dw)
     ds = ds.squeeze(1)
     if circular and p:
         c = s.shape[-1]
@@ -136,41 +189,7 @@ def _logits_backward(s: Tensor, dz: Tensor, spec: ChannelSpec, w: dict, grads: G
         core[:, c - p:] += ds[:, :p]  # the left pad held s[c-p:]
         core[:, :p] += ds[:, p + c:]  # the right pad held s[:p]
         ds = core
-    return ds
-
-
-def _pooled_inputs(avg: Optional[Tensor], mx: Optional[Tensor], pool: str) -> list[Tensor]:
-    if pool == "avgmax_mean":
-        return [0.5 * (avg + mx)]
-    return [s for s in (avg, mx) if s is not None]
-
-
-def _summed_logits(inputs: list[Tensor], spec: ChannelSpec, w: dict, kern) -> Tensor:
-    z = _logits(inputs[0], spec, w, kern)
-    for s in inputs[1:]:  # not builtins.sum: its 0 + z is one more op per call
-        z = z + _logits(s, spec, w, kern)
-    return z
-
-
-def channel_forward(avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None) -> Tensor:
-    """``ca = gate_fn(sum of G(s))``: ``[B, C]``. ``kern``: the kernel provider (for its gate_conv)."""
-    return _gate_fn(_summed_logits(_pooled_inputs(avg, mx, spec.pool), spec, w, kern), spec.gate_fn)
-
-
-def channel_backward(
-    dca: Tensor, avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None
-) -> tuple[Optional[Tensor], Optional[Tensor], Grads]:
-    """(d_avg, d_max, weight grads) from ``dca = dL/dca``."""
-    inputs = _pooled_inputs(avg, mx, spec.pool)
-    z = _summed_logits(inputs, spec, w, kern)
-    dz = _gate_fn_backward(dca, z, _gate_fn(z, spec.gate_fn), spec.gate_fn)
-    grads: Grads = {}
-    ds = [_logits_backward(s, dz, spec, w, grads, kern) for s in inputs]
-    if spec.pool == "avgmax_mean":
-        return 0.5 * ds[0], 0.5 * ds[0], grads
-    if spec.pool == "avgmax":
-        return ds[0], ds[1], grads
-    return (ds[0], None, grads) if spec.pool == "avg" else (None, ds[0], grads)
+    return ds, dw
 
 
 # -- spatial gate -------------------------------------------------------------------------------
@@ -207,22 +226,24 @@ def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
     return w["bn_mean"].reshape(()), w["bn_var"].reshape(())
 
 
-def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Tensor]:
-    """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output; zeros without BN)."""
-    z = _spatial_conv(maps, w, kern)
+def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Tensor, Tensor]:
+    """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output (zeros without BN),
+    the conv output ``z`` ``[B, 1, H, W]``: backward's starting point, not recomputed there)."""
+    z = conv_out = _spatial_conv(maps, w, kern)
     moments = z.new_zeros(2)
     if spec.norm:
         mean, var = _norm_stats(z, w)
         z = (z - mean) * torch.rsqrt(var + w["bn_eps"]) * w["bn_weight"] + w["bn_bias"]
         if w["bn_train"]:
             moments = torch.stack((mean, var))
-    return _gate_fn(z, spec.gate_fn).squeeze(1), moments
+    return _gate_fn(z, spec.gate_fn).squeeze(1), moments, conv_out
 
 
-def spatial_backward(dsa: Tensor, maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Grads]:
-    """(d maps, weight grads) from ``dsa = dL/dsa`` ``[B, H, W]``."""
+def spatial_backward(
+    dsa: Tensor, maps: Tensor, z: Tensor, spec: SpatialSpec, w: dict, kern=None
+) -> tuple[Tensor, Grads]:
+    """(d maps, weight grads) from ``dsa = dL/dsa`` ``[B, H, W]`` and the conv output ``z``."""
     grads: Grads = {}
-    z = _spatial_conv(maps, w, kern)
     zn = z
     if spec.norm:
         mean, var = _norm_stats(z, w)

@@ -39,8 +39,12 @@ from . import _gates
 
 __all__ = ["attention"]
 
-# Outputs of the forward op after y: what backward needs (small; absent stages give empty tensors).
-_SAVED = ("ca", "avg", "mx", "amp", "sa", "maps", "amc", "moments")
+# Outputs of the forward op after y: what backward needs (small; absent stages give empty tensors),
+# the gates' intermediates included so that backward repeats none of their matrix products or
+# convolutions: ``zc`` the channel logits, ``hid`` the "fc" gate's hidden pre-activation (one row
+# block per pooled statistic), ``zs`` the spatial conv output. ``moments`` stays last (the caller's).
+_SAVED = ("ca", "avg", "mx", "amp", "sa", "maps", "amc", "zc", "hid", "zs", "moments")
+_INT32_SAVED = ("amp", "amc")
 _CHANNEL_W = ("w1", "b1", "w2", "b2")
 _SPATIAL_W = ("weight", "bias", "bn_weight", "bn_bias")
 
@@ -56,10 +60,14 @@ def _pools(cs: Optional[ChannelSpec]) -> tuple[bool, bool]:
     return cs.pool != "max", cs.pool != "avg"
 
 
-def _small_outputs(x: Tensor, cs: Optional[ChannelSpec], ss: Optional[SpatialSpec]) -> list[Tensor]:
+def _small_outputs(
+    x: Tensor, cs: Optional[ChannelSpec], ss: Optional[SpatialSpec], w1: Optional[Tensor]
+) -> list[Tensor]:
     """Empty tensors with the shapes/dtypes of the saved outputs: the fake forward's (opcheck
     checks the real forward against it; absent stages give shape (0,) in both)."""
     b, c, h, w = x.shape
+    fc = cs is not None and cs.gate == "fc"
+    n_stats = 2 if fc and cs.pool == "avgmax" else 1
     acc = acc_dtype(x.dtype)
     use_avg, use_max = _pools(cs)
 
@@ -74,6 +82,9 @@ def _small_outputs(x: Tensor, cs: Optional[ChannelSpec], ss: Optional[SpatialSpe
         t((b, h * w), ss is not None),
         t((b, ss.n_maps if ss else 0, h, w), ss is not None),
         t((b, h * w), ss is not None, torch.int32),
+        t((b, c), cs is not None),
+        t((n_stats * b, w1.shape[0] if fc else 0), fc),
+        t((b, 1, h, w), ss is not None),
         t((2,), ss is not None and ss.norm),
     ]
 
@@ -113,7 +124,7 @@ def _attention_fwd(
     b2: Optional[Tensor], spatial: str, sw: Optional[Tensor], sb: Optional[Tensor],
     bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], bn_mean: Optional[Tensor],
     bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
     acc = acc_dtype(x.dtype)
@@ -132,8 +143,10 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
     with _no_autocast(x):
         if cs is not None:
             avg, mx, amp = kern.pool_hw(x, use_max)
-            ca = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
+            ca, out["zc"], hid = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
             out["ca"] = ca
+            if hid is not None:
+                out["hid"] = hid
             if use_avg:
                 out["avg"] = avg
             if use_max:
@@ -141,7 +154,7 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
         if ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
             maps = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), ss)
-            sa, moments = _gates.spatial_forward(maps, ss, sw_, kern)
+            sa, moments, out["zs"] = _gates.spatial_forward(maps, ss, sw_, kern)
             sa = sa.reshape(b, h * w)
             out.update(sa=sa, maps=maps, amc=amc)
             if ss.norm:
@@ -150,7 +163,7 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
     acc = acc_dtype(x.dtype)
     for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
         if key not in out:
-            out[key] = x.new_empty(0, dtype=torch.int32 if key in ("amp", "amc") else acc)
+            out[key] = x.new_empty(0, dtype=torch.int32 if key in _INT32_SAVED else acc)
     return y, out
 
 
@@ -164,7 +177,7 @@ def _no_autocast(x: Tensor):
 
 @_attention_fwd.register_fake
 def _(x, channel, w1, b1, w2, b2, spatial, *rest):
-    return (empty_output(x), *_small_outputs(x, *_specs(channel, spatial)))
+    return (empty_output(x), *_small_outputs(x, *_specs(channel, spatial), w1))
 
 
 @torch.library.custom_op("attnfused::attention_backward", mutates_args=())
@@ -174,6 +187,7 @@ def _attention_bwd(
     sb: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
     bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
     ca: Tensor, avg: Tensor, mx: Tensor, amp: Tensor, sa: Tensor, maps: Tensor, amc: Tensor,
+    zc: Tensor, hid: Tensor, zs: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx, dw1, db1, dw2, db2, dsw, dsb, dbn_weight, dbn_bias); absent weights get empty tensors."""
     cs, ss = _specs(channel, spatial)
@@ -187,7 +201,7 @@ def _attention_bwd(
         if ss is not None:
             dsa = kern.dot_c(dy, x, ca if cs is not None else None)
             sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
-            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, ss, sw_, kern)
+            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, zs, ss, sw_, kern)
             dm, dmean = _gates.spatial_maps_backward(dmaps, ss)
             grads.update({"s" + k: v for k, v in sgrads.items()})
             terms.update(sa=sa, dm=dm.reshape(b, h * w).contiguous(), da=(dmean / c).reshape(b, h * w).contiguous(), amc=amc)
@@ -195,7 +209,8 @@ def _attention_bwd(
             # dL/dca = sum_P m * x, with m the spatial stage's gradient wrt x1 (or dy without one).
             dca = kern.dot_hw(dy, x, **terms)
             d_avg, d_max, cgrads = _gates.channel_backward(
-                dca, avg if use_avg else None, mx if use_max else None, cs, _channel_weights(w1, b1, w2, b2, cs, acc), kern
+                dca, avg if use_avg else None, mx if use_max else None, zc, hid if cs.gate == "fc" else None,
+                cs, _channel_weights(w1, b1, w2, b2, cs, acc), kern,
             )
             grads.update(cgrads)
             terms["ca"] = ca
@@ -235,7 +250,7 @@ def _setup_context(ctx, inputs, output) -> None:
     # Running statistics are only read in eval; in training the caller updates them in place after
     # this forward, so saving them would trip autograd's version check.
     bn_stats = (None, None) if inputs[14] else inputs[11:13]
-    ctx.save_for_backward(inputs[0], *(inputs[i] for i in (2, 3, 4, 5, 7, 8, 9, 10)), *bn_stats, *output[1:8])
+    ctx.save_for_backward(inputs[0], *(inputs[i] for i in (2, 3, 4, 5, 7, 8, 9, 10)), *bn_stats, *output[1:-1])
     ctx.meta = (inputs[1], inputs[6], inputs[13], inputs[14])
     ctx.mark_non_differentiable(*output[1:])
 
