@@ -118,3 +118,53 @@ def test_gate_conv_matches_torch(dtype, b, m, h, w, kh, kw, ph, pw, bias):
 def test_gate_conv_refuses_bad_input(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()
+
+
+def _terms(b: int, c: int, p: int, which: str) -> dict:
+    """Small terms of the pointwise kernel for one pattern (see attnfused.kernels)."""
+    g = torch.Generator().manual_seed(7)
+
+    def r(*shape):
+        return torch.rand(shape, generator=g)
+
+    def idx(n, *shape):
+        return torch.randint(0, n, shape, generator=g, dtype=torch.int32)
+
+    terms = {"ca": r(b, c)}
+    if which in ("forward_ca_sa", "cbam_backward"):
+        terms["sa"] = r(b, p)
+    if which == "se_backward":
+        terms["davg"] = r(b, c)
+    if which == "cbam_backward":
+        terms.update(da=r(b, p), dm=r(b, p), amc=idx(c, b, p), davg=r(b, c), dmax=r(b, c), amp=idx(p, b, c))
+    return terms
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype, shape", [(torch.float32, (3, 37, 139, 211)), (torch.bfloat16, (5, 61, 139, 211))])
+@pytest.mark.parametrize("which", ["forward_ca", "forward_ca_sa", "se_backward", "cbam_backward"])
+def test_pointwise_streaming_stores_match_plain_stores(which, dtype, shape, layout):
+    """Outputs of >= 8 MiB leave through streaming stores (csrc/cpu/common.h, kStreamBytes), each
+    sample's (< 8 MiB) through plain ones: both must write the same bits, odd row lengths and
+    unaligned row starts included."""
+    if not extension_status()["built"]:
+        pytest.skip("attnfused._C not built (test_extension_is_built says why)")
+    from attnfused.kernels.extension import CPU
+
+    b, c, h, w = shape
+    assert b * c * h * w * dtype.itemsize >= 8 << 20 > c * h * w * dtype.itemsize
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    a = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
+    like = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
+    terms = _terms(b, c, h * w, which)
+
+    def run(i: slice):
+        part = {k: v[i].contiguous() for k, v in terms.items()}
+        if which.startswith("forward"):
+            return CPU.scale(a[i], part["ca"], part.get("sa"))
+        return CPU.grad_input(a[i], like[i], **part)
+
+    whole = run(slice(None))
+    assert whole.is_contiguous(memory_format=fmt)
+    for s in range(b):
+        assert torch.equal(whole[s:s + 1], run(slice(s, s + 1))), f"sample {s}"

@@ -1,6 +1,7 @@
 // CPU scale (forward y) and grad_input (backward dx): one read of ``a`` and one write of ``out``,
 // walked in ``out``'s memory order (for_rows: one AVX2/baseline clone per task loop); per-row small
-// terms are hoisted out of the inner loop.
+// terms are hoisted out of the inner loop. Large outputs go out through streaming stores
+// (store_row, common.h): no read of the lines they overwrite.
 #include "../entry.h"
 #include "common.h"
 
@@ -15,7 +16,7 @@ namespace {
 // ``out`` is a fresh tensor, so the loops need no runtime alias checks, which on 7x7 rows with five
 // input streams cost more than the row.
 template <typename scalar_t, typename acc_t, bool kMid, bool kCa, bool kAvg, bool kMax>
-void backward_rows(const PointwiseArgs<acc_t>& w) {
+void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   const int64_t C = w.C, P = w.P;
   const Terms<acc_t> t = w.t;
   const View a = w.a;
@@ -32,8 +33,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w) {
         const acc_t* davg = kAvg ? t.davg + b * C : nullptr;
         const acc_t* dmax = kMax ? t.dmax + b * C : nullptr;
         const int32_t* amp = kMax ? t.amp + b * C : nullptr;
-#pragma GCC ivdep
-        for (int64_t c = 0; c < C; ++c) {
+        store_row(ro, C, stream, [&](int64_t c) {
           acc_t v = static_cast<acc_t>(ra[c]);
           if constexpr (kMid) v = v * sa + da + (static_cast<int32_t>(c) == amc ? dm : acc_t(0));
           if constexpr (kCa) v *= ca[c];
@@ -42,9 +42,10 @@ void backward_rows(const PointwiseArgs<acc_t>& w) {
             const acc_t dmx = dmax[c];  // loaded unconditionally: a conditional load blocks if-conversion
             v += amp[c] == p32 ? dmx : acc_t(0);
           }
-          ro[c] = static_cast<scalar_t>(v);
-        }
+          return static_cast<scalar_t>(v);
+        });
       });
+      store_fence();
     });
     return;
   }
@@ -68,19 +69,20 @@ void backward_rows(const PointwiseArgs<acc_t>& w) {
         if constexpr (kAvg) v += d;
         return v;
       };
-#pragma GCC ivdep
-      for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(value(p));
+      store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(value(p)); });
       if constexpr (kMax) {  // one element per row: recomputed with the same rounding, dmax added last
         const int64_t q = t.amp[i];
+        if (stream) store_fence();  // the streamed line lands before this store to it
         if (q >= 0 && q < P) ro[q] = static_cast<scalar_t>(value(q) + t.dmax[i]);
       }
     });
+    store_fence();
   });
 }
 
 // Runs backward_rows when the terms form one of its patterns and rows are unit-stride; false if not.
 template <typename scalar_t, typename acc_t>
-bool backward_fast(const PointwiseArgs<acc_t>& w) {
+bool backward_fast(const PointwiseArgs<acc_t>& w, bool stream) {
   const Terms<acc_t>& t = w.t;
   const bool c_rows = w.oc < w.op;
   const bool unit = c_rows ? (w.a.sc == 1 && w.oc == 1) : (w.a.sp == 1 && w.op == 1);
@@ -91,7 +93,7 @@ bool backward_fast(const PointwiseArgs<acc_t>& w) {
       with_flag(t.davg != nullptr, [&](auto avg) {
         with_flag(t.dmax != nullptr, [&](auto mx) {
           backward_rows<scalar_t, acc_t, decltype(m)::value, decltype(g)::value, decltype(avg)::value,
-                        decltype(mx)::value>(w);
+                        decltype(mx)::value>(w, stream);
         });
       });
     });
@@ -113,7 +115,9 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   const bool forward = w.ca_first && !t.da && !t.dm && !t.davg && !t.dmax;
   const bool ca_only = forward && t.ca && !t.sa;
   const bool ca_sa = forward && t.ca && t.sa;
-  if (!w.ca_first && backward_fast<scalar_t, acc_t>(w)) return;
+  // Streaming stores for outputs too large to stay in cache (kStreamBytes).
+  const bool stream = B * C * P * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
+  if (!w.ca_first && backward_fast<scalar_t, acc_t>(w, stream)) return;
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
@@ -122,14 +126,15 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
           const acc_t* rca = t.ca + b * C;
-          for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c]);
+          store_row(ro, C, stream, [&](int64_t c) { return static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c]); });
         } else if (a.sc == 1 && w.oc == 1 && ca_sa) {
           const acc_t* rca = t.ca + b * C;
           const acc_t s = t.sa[i];
           if (w.round_x1) {
-            for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(round(static_cast<acc_t>(ra[c]) * rca[c]) * s);
+            store_row(ro, C, stream,
+                      [&](int64_t c) { return static_cast<scalar_t>(round(static_cast<acc_t>(ra[c]) * rca[c]) * s); });
           } else {
-            for (int64_t c = 0; c < C; ++c) ro[c] = static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c] * s);
+            store_row(ro, C, stream, [&](int64_t c) { return static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c] * s); });
           }
         } else if (a.sc == 1 && w.oc == 1) {
           for (int64_t c = 0; c < C; ++c)
@@ -141,6 +146,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
                                                                  w.round_x1, b * C + c, b * P + p, c, p, round));
         }
       });
+      store_fence();
     });
     return;
   }
@@ -150,14 +156,15 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
         const acc_t g = t.ca[i];
-        for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g);
+        store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g); });
       } else if (a.sp == 1 && w.op == 1 && ca_sa) {
         const acc_t g = t.ca[i];
         const acc_t* rsa = t.sa + b * P;
         if (w.round_x1) {
-          for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(round(static_cast<acc_t>(ra[p]) * g) * rsa[p]);
+          store_row(ro, P, stream,
+                    [&](int64_t p) { return static_cast<scalar_t>(round(static_cast<acc_t>(ra[p]) * g) * rsa[p]); });
         } else {
-          for (int64_t p = 0; p < P; ++p) ro[p] = static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g * rsa[p]);
+          store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g * rsa[p]); });
         }
       } else if (a.sp == 1 && w.op == 1) {
         for (int64_t p = 0; p < P; ++p)
@@ -169,6 +176,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
                                                                w.round_x1, i, b * P + p, c, p, round));
       }
     });
+    store_fence();
   });
 }
 
