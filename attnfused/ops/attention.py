@@ -31,6 +31,7 @@ are what gets traced. ``opcheck`` tests the custom ops, the block tests both pat
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Optional
 
 import torch
@@ -53,7 +54,9 @@ _CHANNEL_W = ("w1", "b1", "w2", "b2")
 _SPATIAL_W = ("weight", "bias", "bn_weight", "bn_bias")
 
 
+@functools.lru_cache(maxsize=64)
 def _specs(channel: str, spatial: str) -> tuple[Optional[ChannelSpec], Optional[SpatialSpec]]:
+    """The specs from their encodings (cached: parsing them cost a few us per call)."""
     return (ChannelSpec.decode(channel) if channel else None, SpatialSpec.decode(spatial) if spatial else None)
 
 
@@ -93,31 +96,29 @@ def _small_outputs(
     ]
 
 
+def _cast(t: Optional[Tensor], acc: torch.dtype) -> Optional[Tensor]:
+    return t if t is None or t.dtype == acc else t.to(acc)
+
+
 def _channel_weights(w1, b1, w2, b2, cs: ChannelSpec, acc: torch.dtype) -> dict:
     """Weights in the accumulation dtype and the shapes the gate math uses (1x1 conv -> matrix)."""
-    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
-        return None if t is None else t.to(acc)
-
     if cs.gate == "conv":
-        return {"w1": cast(w1).reshape(1, 1, -1), "b1": None, "w2": None, "b2": None}
+        return {"w1": _cast(w1, acc).reshape(1, 1, -1), "b1": None, "w2": None, "b2": None}
     return {
-        "w1": cast(w1).reshape(w1.shape[0], -1),
-        "b1": cast(b1),
-        "w2": None if w2 is None else cast(w2).reshape(w2.shape[0], -1),
-        "b2": cast(b2),
+        "w1": _cast(w1, acc).reshape(w1.shape[0], -1),
+        "b1": _cast(b1, acc),
+        "w2": None if w2 is None else _cast(w2, acc).reshape(w2.shape[0], -1),
+        "b2": _cast(b2, acc),
     }
 
 
 def _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) -> dict:
-    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
-        return None if t is None else t.to(acc)
-
-    one = sw.new_ones((), dtype=acc)
+    """As :func:`_channel_weights`; a BatchNorm without affine weights gets the numbers 1 and 0."""
     return {
-        "weight": cast(sw), "bias": cast(sb),
-        "bn_weight": one if bn_weight is None else cast(bn_weight).reshape(()),
-        "bn_bias": one * 0 if bn_bias is None else cast(bn_bias).reshape(()),
-        "bn_mean": cast(bn_mean), "bn_var": cast(bn_var), "bn_eps": bn_eps,
+        "weight": _cast(sw, acc), "bias": _cast(sb, acc),
+        "bn_weight": 1.0 if bn_weight is None else _cast(bn_weight, acc).reshape(()),
+        "bn_bias": 0.0 if bn_bias is None else _cast(bn_bias, acc).reshape(()),
+        "bn_mean": _cast(bn_mean, acc), "bn_var": _cast(bn_var, acc), "bn_eps": bn_eps,
         "bn_train": bn_train or bn_mean is None,
     }
 
