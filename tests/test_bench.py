@@ -10,7 +10,9 @@ from attnfused.bench.cli import main
 
 
 def test_bench_quick(tmp_path, capsys):
-    rc = main(["--quick", "--no-traffic", "--compile-modes", "default", "--out", str(tmp_path), "--tag", "ci"])
+    # --malloc default: the allocator setting would outlive this test in the pytest process.
+    rc = main(["--quick", "--no-traffic", "--compile-modes", "default", "--out", str(tmp_path), "--tag", "ci",
+               "--malloc", "default"])
     assert rc == 0
     files = sorted(p.name for p in tmp_path.iterdir())
     assert any(f.endswith("-ci.json") for f in files) and any(f.endswith("-ci.csv") for f in files)
@@ -20,6 +22,20 @@ def test_bench_quick(tmp_path, capsys):
     assert {"eager", "compile:default"} <= impls
     assert all(r["error"] is None and r["ms"] > 0 for r in data["micro"])
     assert "eager" in capsys.readouterr().out
+    assert data["meta"]["malloc"] == "as the process found it"
+
+
+def test_bench_keeps_freed_memory_on_glibc():
+    """The CPU timing default (--malloc keep) takes effect, in a process of its own."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("needs glibc")
+    code = "from attnfused.bench.timing import keep_freed_memory as k; print(k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "M_MMAP_MAX=0" in out.stdout, out.stdout + out.stderr
 
 
 def test_e2e_resnet50_places_one_block_per_bottleneck():

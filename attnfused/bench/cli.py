@@ -14,7 +14,7 @@ from .. import kernels
 from .cases import BLOCKS, RESNET50_STAGES, parse_shape
 from .micro import default_impls, rows_as_dicts, run_group, stderr_progress
 from .report import metadata, micro_table, traffic_table, write_results
-from .timing import copy_bandwidth_gbs
+from .timing import copy_bandwidth_gbs, keep_freed_memory
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
                    help="stop starting new rows (micro and e2e) after this many minutes; GPU time is boxed")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke configuration (one block, one small shape, forward only)")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="CPU runs: 'keep' (default) makes glibc malloc keep freed memory in the process, so "
+                   "that no implementation's timing depends on page faults of re-mmap'd tensors; 'default' "
+                   "leaves the allocator as it is")
     args = p.parse_args(argv)
     if args.fp16 and "fp16" not in args.dtype:
         args.dtype.append("fp16")
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             "in the Triton interpreter.",
             file=sys.stderr,
         )
+    malloc = keep_freed_memory() if device.type == "cpu" and args.malloc == "keep" else None
+    if malloc:
+        print(f"attnfused.bench: {malloc}", file=sys.stderr)
     impls = default_impls(device, providers, args.compile_modes)
     dtypes = [DTYPES[d] for d in args.dtype]
     biggest = max(b * c * h * w for b in args.batch for c, h, w in args.shape)
@@ -118,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         traffic = run_in_subprocess()
 
     meta = metadata(device, {str(d).replace("torch.", ""): v for d, v in copy_gbs.items()})
+    meta["malloc"] = malloc or "as the process found it"
     print(f"\n{meta['device']}  torch {meta['torch']}  triton {meta['triton']}  {meta['date']}")
     print("copy bandwidth (GB/s, read+write): " + ", ".join(f"{k} {v:.1f}" for k, v in meta["copy_bandwidth_gbs"].items()))
+    print(f"allocator: {meta['malloc']}")
     print("GB/s counts the minimal bytes (forward 2 N, forward+backward 5 N elements).\n")
     print(micro_table(rows))
     if traffic is not None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 
-def time_ms(fn: Callable[[], object], device: torch.device, min_time_s: float = 0.3, max_reps: int = 50) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
+def time_ms(fn: Callable[[], object], device: torch.device, min_time_s: float = 1.0, max_reps: int = 100) -> float:
+    """Median wall time of ``fn`` in milliseconds. On CPU at least 10 runs and ``min_time_s`` of
+    them: on a shared machine a disturbance of a second or two otherwise moves a row's median."""
     if device.type == "cuda":
         import triton.testing
 
@@ -19,7 +22,7 @@ def time_ms(fn: Callable[[], object], device: torch.device, min_time_s: float = 
         fn()
     times = []
     start = time.perf_counter()
-    while len(times) < 5 or (len(times) < max_reps and time.perf_counter() - start < min_time_s):
+    while len(times) < 10 or (len(times) < max_reps and time.perf_counter() - start < min_time_s):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -32,3 +35,23 @@ def copy_bandwidth_gbs(numel: int, dtype: torch.dtype, device: torch.device) -> 
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), device)
     return 2 * numel * src.element_size() / (ms * 1e-3) / 1e9
+
+
+def keep_freed_memory() -> Optional[str]:
+    """Make glibc's malloc keep freed memory in the process (no mmap'd chunks, no trimming), for
+    CPU timings: by default every block-sized tensor (MBs) is mmap'd and returned on free, and the
+    next one faults its pages in again. On the 2-core dev VM that swung the same forward+backward
+    between ~8 and ~45 ms within one run (eager included); with this it stays put. Applies to
+    every implementation alike. Returns what was set, or None where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    if mallopt(m_mmap_max, 0) != 1 or mallopt(m_trim_threshold, 1 << 30) != 1:
+        return None
+    return "glibc malloc: M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB (freed memory stays in the process)"

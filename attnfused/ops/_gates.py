@@ -2,8 +2,10 @@
 
 Written once here for every kernel provider and every member of the gate family
 (:mod:`attnfused.spec`). Everything runs in the accumulation dtype (fp32, fp64 for fp64 inputs):
-weights arrive already cast. Backward recomputes the small forward from the saved pooled stats
-and applies explicit formulas (no nested autograd, so it traces cleanly under ``torch.compile``),
+weights arrive already cast. Forward returns, beside the gates, the intermediates backward needs
+(the channel logits, the "fc" gate's hidden pre-activation, the spatial conv output), so backward
+repeats none of the gate's matrix products or convolutions; it applies explicit formulas (no nested
+autograd, so it traces cleanly under ``torch.compile``),
 following eager's conventions: ``relu'(h) = [h > 0]`` (0 where ``h <= 0`` even for an infinite
 gradient), ``sigmoid' = g (1 - g)``, ``hard_sigmoid'(z) = [-3 < z < 3] / 6``.
 
