@@ -228,16 +228,18 @@ def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
     return w["bn_mean"].reshape(()), w["bn_var"].reshape(())
 
 
-def spatial_forward(maps: Tensor, spec: SpatialSpec, w: dict, kern=None) -> tuple[Tensor, Tensor, Tensor]:
-    """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output (zeros without BN),
-    the conv output ``z`` ``[B, 1, H, W]``: backward's starting point, not recomputed there)."""
+def spatial_forward(
+    maps: Tensor, spec: SpatialSpec, w: dict, kern=None
+) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """(``sa`` ``[B, H, W]``, batch moments ``[mean, var]`` of the conv output (zeros with running
+    statistics, None without BN), the conv output ``z`` ``[B, 1, H, W]``: backward's starting
+    point, not recomputed there)."""
     z = conv_out = _spatial_conv(maps, w, kern)
-    moments = z.new_zeros(2)
+    moments = None
     if spec.norm:
         mean, var = _norm_stats(z, w)
         z = (z - mean) * torch.rsqrt(var + w["bn_eps"]) * w["bn_weight"] + w["bn_bias"]
-        if w["bn_train"]:
-            moments = torch.stack((mean, var))
+        moments = torch.stack((mean, var)) if w["bn_train"] else z.new_zeros(2)
     return _gate_fn(z, spec.gate_fn).squeeze(1), moments, conv_out
 
 
