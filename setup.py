@@ -65,7 +65,7 @@ def _extension_plan():
         # -fopenmp it silently runs on one thread. Compile-only flag: the GOMP symbols resolve
         # to the OpenMP runtime torch itself loads (linking our own would mix two runtimes).
         cxx_flags.append("-fopenmp")
-    cpp = ["csrc/ops.cpp", "csrc/cpu/reduce.cpp", "csrc/cpu/pointwise.cpp", "csrc/cpu/gate_conv.cpp"]
+    cpp = ["csrc/ops.cpp", "csrc/cpu/reduce.cpp", "csrc/cpu/pointwise.cpp", "csrc/cpu/gate_conv.cpp", "csrc/cpu/spatial_stage.cpp"]
     if cuda_home:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPUs"
         ext = CUDAExtension(

@@ -288,6 +288,68 @@ std::tuple<Tensor, Tensor, Tensor> gate_conv_backward_op(const Tensor& dz, const
   });
 }
 
+// CBAM's spatial stage forward on CPU in one call (csrc/cpu/spatial_stage.cpp): (y, maps, amc,
+// sa, z) as pool_c + the maps + gate_conv + the gate + scale would give them, without a
+// BatchNorm (the caller runs the separate passes for that).
+template <typename acc_t>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(const Tensor& x, const OptTensor& ca,
+                                                                 const Tensor& weight, const OptTensor& bias,
+                                                                 int64_t maps_kind, bool hard) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
+  const int64_t M = maps_kind == 2 ? 1 : 2;
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == M && weight.size(2) == weight.size(3) &&
+                  weight.size(2) % 2 == 1,
+              "attnfused: spatial_stage takes a weight [1, ", M, ", k, k] with k odd, got ", weight.sizes());
+  const auto acc = acc_type(x);
+  auto fopts = x.options().dtype(acc);
+  Tensor mean = at::empty({B, P}, fopts), mx = at::empty({B, P}, fopts);
+  Tensor amc = at::empty({B, P}, fopts.dtype(at::kInt));
+  Tensor maps = at::empty({B, M, H, W}, fopts), z = at::empty({B, 1, H, W}, fopts), sa = at::empty({B, P}, fopts);
+  Tensor y = empty_output(x);
+  if (x.numel() == 0) return {y, maps, amc, sa, z};
+  Tensor keep_x, keep_y, keep_w = weight.to(acc).contiguous();
+  ReduceArgs<acc_t> r{};
+  r.B = B; r.C = C; r.P = P;
+  r.a = r.x = view_of(x, keep_x);
+  r.want_max = true;
+  r.divisor = static_cast<acc_t>(C);
+  r.t.ca = small<acc_t>(ca, x, acc, B * C, "ca");
+  r.round_x1 = r.t.ca && x.scalar_type() != acc;
+  r.n_split = 1;
+  r.split_len = C;
+  r.out_sum = mean.data_ptr<acc_t>();
+  r.out_max = mx.data_ptr<acc_t>();
+  r.out_arg = amc.data_ptr<int32_t>();
+  cpu::GateConvArgs<acc_t> g{};
+  const int64_t k = weight.size(2);
+  g.B = B; g.M = M; g.H = H; g.W = W; g.kh = g.kw = k; g.ph = g.pw = (k - 1) / 2; g.Ho = H; g.Wo = W;
+  g.weight = keep_w.data_ptr<acc_t>();
+  g.bias = small<acc_t>(bias, x, acc, 1, "bias");
+  PointwiseArgs<acc_t> w{};
+  w.B = B; w.C = C; w.P = P;
+  w.a = r.a;
+  const View vo = view_of(y, keep_y);
+  w.out = y.data_ptr();
+  w.ob = vo.sb; w.oc = vo.sc; w.op = vo.sp;
+  w.ca_first = true;
+  w.t.ca = r.t.ca;
+  w.round_x1 = r.round_x1;
+  w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
+  cpu::spatial_stage(dtype_of(x), r, g, w, cpu::SpatialStageSpec{static_cast<int>(maps_kind), hard},
+                     maps.data_ptr<acc_t>(), z.data_ptr<acc_t>(), sa.data_ptr<acc_t>());
+  return {y, maps, amc, sa, z};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage_op(const Tensor& x, const OptTensor& ca,
+                                                                    const Tensor& weight, const OptTensor& bias,
+                                                                    int64_t maps_kind, bool hard) {
+  check_big(x, "x");
+  TORCH_CHECK(x.is_cpu() && weight.is_cpu(), "attnfused: spatial_stage runs on CPU tensors");
+  TORCH_CHECK(maps_kind >= 0 && maps_kind <= 2, "attnfused: spatial_stage maps must be 0, 1 or 2, got ", maps_kind);
+  if (x.scalar_type() == at::kDouble) return spatial_stage<double>(x, ca, weight, bias, maps_kind, hard);
+  return spatial_stage<float>(x, ca, weight, bias, maps_kind, hard);
+}
+
 }  // namespace
 }  // namespace attnfused
 
@@ -301,6 +363,9 @@ TORCH_LIBRARY(attnfused_C, m) {
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
         "-> (Tensor, Tensor, Tensor)");
+  // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
+  m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
@@ -309,6 +374,7 @@ TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
   m.impl("pointwise", &attnfused::pointwise_op);
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
+  m.impl("spatial_stage", &attnfused::spatial_stage_op);
 }
 
 #ifdef ATTNFUSED_WITH_CUDA

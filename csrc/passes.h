@@ -67,6 +67,7 @@ struct PointwiseArgs {
   bool ca_first;       // forward: (x*ca rounded) * sa; backward: m * ca + ...
   bool round_x1;
   Terms<acc_t> t;
+  bool stream = false;  // CPU: streaming stores even below the size bound (a slice of a large output)
 };
 
 // CBAM's "mid" gradient m = dy*sa + da + dm*[c == amc] (absent terms drop out).

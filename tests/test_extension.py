@@ -51,9 +51,14 @@ def _x(*shape, dtype=torch.float32):
                                _x(2, 3), None), "argmax"),
         (lambda: ops.pointwise(_x(2, 3, 4, 4), _x(2, 3, 4, 4).half(), True, _x(2, 3), None, None, None, None, None,
                                None, None), "like"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 2), None, 0, False), "k odd"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 2, False), "weight"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 3, False), "maps"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(5), _x(1, 2, 3, 3), None, 0, False), "6 elements"),
     ],
     ids=["not-4d", "int-dtype", "x-shape", "small-numel", "small-dtype", "dm-without-amc", "max-of-dot",
-         "non-contiguous", "dmax-without-amp", "like-dtype"],
+         "non-contiguous", "dmax-without-amp", "like-dtype", "stage-even-kernel", "stage-maps-weight",
+         "stage-maps-kind", "stage-ca-shape"],
 )
 def test_ops_refuse_bad_input(call, match):
     if not extension_status()["built"]:
@@ -168,3 +173,39 @@ def test_pointwise_streaming_stores_match_plain_stores(which, dtype, shape, layo
     assert whole.is_contiguous(memory_format=fmt)
     for s in range(b):
         assert torch.equal(whole[s:s + 1], run(slice(s, s + 1))), f"sample {s}"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("maps, gate_fn, bias, with_ca", [
+    ("max_mean", "sigmoid", False, True), ("mean_max", "hard_sigmoid", True, True),
+    ("half_sum", "sigmoid", True, False), ("half_sum", "hard_sigmoid", False, True),
+])
+def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca, dtype, layout):
+    """attnfused_C::spatial_stage (CBAM's spatial forward, sample by sample) against pool_c + the maps +
+    gate_conv + the gate + scale of the same provider (the path it replaces; the block tests check that
+    one against the eager reference)."""
+    if not extension_status()["built"]:
+        pytest.skip("attnfused._C not built (test_extension_is_built says why)")
+    from attnfused.kernels.extension import CPU
+    from attnfused.ops import _gates
+    from attnfused.spec import SpatialSpec
+
+    b, c, h, w = 3, 21, 9, 7
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    x = torch.randn(b, c, h, w).to(dtype).contiguous(memory_format=fmt)
+    ca = torch.rand(b, c, dtype=acc) if with_ca else None
+    spec = SpatialSpec(maps=maps, gate_fn=gate_fn)
+    weight = torch.randn(1, spec.n_maps, 5, 5, dtype=acc)
+    sb = torch.randn(1, dtype=acc) if bias else None
+
+    y, mp, amc, sa, z = CPU.spatial_stage(x, ca, weight, sb, maps, gate_fn == "hard_sigmoid")
+    m, mean, amc_ref = CPU.pool_c(x, ca)
+    mp_ref = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), spec)
+    sa_ref, _, z_ref = _gates.spatial_forward(mp_ref, spec, {"weight": weight, "bias": sb}, CPU)
+    y_ref = CPU.scale(x, ca, sa_ref.reshape(b, h * w))
+    assert torch.equal(mp, mp_ref) and torch.equal(amc, amc_ref) and torch.equal(z, z_ref)
+    torch.testing.assert_close(sa, sa_ref.reshape(b, h * w), rtol=4e-7 if acc == torch.float32 else 1e-15, atol=0)
+    assert y.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6 if dtype != torch.bfloat16 else 8e-3, atol=0)

@@ -113,5 +113,15 @@ class CPUExtensionProvider(ExtensionProvider):
         )
 
 
+    def spatial_stage(
+        self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/spatial_stage.cpp):
+        ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
+        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``."""
+        kind = ("max_mean", "mean_max", "half_sum").index(maps)
+        return _ops().spatial_stage(x, ca, weight, bias, kind, hard)
+
+
 CPU = CPUExtensionProvider("cpu", "cpu")
 CUDA = ExtensionProvider("cuda", "cuda")

@@ -155,7 +155,13 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
                 out["avg"] = avg
             if use_max:
                 out["mx"], out["amp"] = mx, amp
-        if ss is not None:
+        fused_spatial = getattr(kern, "spatial_stage", None) if ss is not None and not ss.norm else None
+        if fused_spatial is not None:  # the CPU provider: pool_c, gate and scale per sample (one call)
+            y, maps, amc, sa, out["zs"] = fused_spatial(
+                x, ca, sw_["weight"], sw_["bias"], ss.maps, ss.gate_fn == "hard_sigmoid"
+            )
+            out.update(sa=sa, maps=maps, amc=amc)
+        elif ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
             maps = _gates.spatial_maps(m.view(b, h, w), mean.view(b, h, w), ss)
             sa, moments, out["zs"] = _gates.spatial_forward(maps, ss, sw_, kern)
@@ -163,7 +169,8 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
             out.update(sa=sa, maps=maps, amc=amc)
             if ss.norm:
                 out["moments"] = moments
-    y = kern.scale(x, ca, sa)
+    if fused_spatial is None:
+        y = kern.scale(x, ca, sa)
     acc = acc_dtype(x.dtype)
     for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
         if key not in out:

@@ -14,7 +14,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "../passes.h"
+#include "../entry.h"
 
 namespace attnfused {
 namespace cpu {
@@ -79,14 +79,7 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
   }
 }
 
-// Outputs of at least this many bytes are written with non-temporal (streaming) stores. Above it
-// the output does not stay in cache for its consumer anyway (this is about one core complex's L3
-// on current x86 servers; sysconf reports the whole socket's, 256 MiB on the dev machine, so the
-// bound is fixed, as glibc's memcpy fixes its own), and a plain store first reads the line it
-// writes: a third DRAM transfer per element on top of the input's read and the output's write.
-// Measured on 2 cores (fp32 scale, 8 x C x H x W): 256 x 56^2 (26 MB) 2.6 -> 1.7 ms streamed,
-// 512 x 28^2 (13 MB) 0.77 -> 0.60; 1024 x 14^2 (6.4 MB, stays in L3) 0.17 plain, 0.9 streamed.
-constexpr int64_t kStreamBytes = int64_t{8} << 20;
+// Outputs of at least kStreamBytes (entry.h) leave through streaming stores.
 
 // ``o[k] = value(k)`` for k in [0, n): plain stores, or with ``stream`` the 64-byte-aligned middle
 // of the row in whole cache lines through SSE2 streaming stores (16 bytes each, any element type;

@@ -116,7 +116,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   const bool ca_only = forward && t.ca && !t.sa;
   const bool ca_sa = forward && t.ca && t.sa;
   // Streaming stores for outputs too large to stay in cache (kStreamBytes).
-  const bool stream = B * C * P * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
+  const bool stream = w.stream || B * C * P * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
   if (!w.ca_first && backward_fast<scalar_t, acc_t>(w, stream)) return;
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
