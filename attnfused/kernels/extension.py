@@ -2,8 +2,10 @@
 
 The extension registers three torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c) and
-``pointwise`` (scale, grad_input), plus two CPU-only ones for the gates' thin convolutions,
-``gate_conv`` and ``gate_conv_backward`` (CUDA tensors keep cuDNN's). This module adapts them to
+``pointwise`` (scale, grad_input), plus CPU-only ones: the gates' thin convolutions, ``gate_conv``
+and ``gate_conv_backward`` (CUDA tensors keep cuDNN's), and ``spatial_stage``, CBAM's spatial
+forward (pool_c, maps, conv, gate, scale) run sample by sample so that the scale's read of ``x``
+hits cache (used by :mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
 :class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
 C++ entry points are in ``csrc/ops.cpp``, the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
 """

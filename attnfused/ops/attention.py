@@ -20,6 +20,11 @@ spatial only    pool_c (N) + scale (2N) = 3N             dot_c (2N) + grad_input
 CBAM            pool_hw + pool_c + scale = 4N            dot_c + dot_hw + grad_input = 6N
 =============== ======================================== ======================================
 
+The "cpu" provider runs CBAM's spatial stage (pool_c, gate, scale) sample by sample in one call
+(``spatial_stage``), so that on CPU its scale re-reads each sample of ``x`` from cache: still 4N of
+requests, 3N from DRAM. Not with a spatial BatchNorm (training needs the whole batch's statistics
+first; eval could fold in, not done yet).
+
 In training with a spatial BatchNorm the op returns the batch moments of the conv output; the
 caller (``attnfused.functional``) updates the running statistics from them, outside the op.
 
