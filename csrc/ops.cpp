@@ -69,23 +69,15 @@ const T* small(const OptTensor& t, const Tensor& a, at::ScalarType dtype, int64_
   return s.data_ptr<T>();
 }
 
+// The arguments of a reduction over H*W (``over_c`` false) or C of ``a`` into the [B, n] buffers
+// sum / mx / arg (mx and arg only with ``want_max``); ``keep_*`` hold any contiguous copies.
 template <typename acc_t>
-std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const OptTensor& x, const OptTensor& ca,
-                                          const OptTensor& sa, const OptTensor& da, const OptTensor& dm,
-                                          const OptTensor& amc, bool want_max, double divisor) {
+ReduceArgs<acc_t> reduce_args(bool over_c, const Tensor& a, const OptTensor& x, const OptTensor& ca,
+                              const OptTensor& sa, const OptTensor& da, const OptTensor& dm, const OptTensor& amc,
+                              bool want_max, double divisor, Tensor& sum, Tensor& mx, Tensor& arg, Tensor& keep_a,
+                              Tensor& keep_x) {
   const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
-  const int64_t n = over_c ? P : C;
   const auto acc = acc_type(a);
-  auto fopts = a.options().dtype(acc);
-  Tensor sum = at::empty({B, n}, fopts);
-  Tensor mx = want_max ? at::empty({B, n}, fopts) : at::empty({0}, fopts);
-  Tensor arg = want_max ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
-  if (a.numel() == 0) {
-    // Empty reductions: zero sums (as torch.sum), and no max to take; zero-size outputs only.
-    sum.zero_();
-    return {sum, mx, arg};
-  }
-  Tensor keep_a, keep_x;
   ReduceArgs<acc_t> r{};
   r.B = B; r.C = C; r.P = P;
   r.a = view_of(a, keep_a);
@@ -112,6 +104,28 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
   r.out_sum = sum.data_ptr<acc_t>();
   r.out_max = want_max ? mx.data_ptr<acc_t>() : nullptr;
   r.out_arg = want_max ? arg.data_ptr<int32_t>() : nullptr;
+  return r;
+}
+
+template <typename acc_t>
+std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const OptTensor& x, const OptTensor& ca,
+                                          const OptTensor& sa, const OptTensor& da, const OptTensor& dm,
+                                          const OptTensor& amc, bool want_max, double divisor) {
+  const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
+  const int64_t n = over_c ? P : C;
+  const auto acc = acc_type(a);
+  auto fopts = a.options().dtype(acc);
+  Tensor sum = at::empty({B, n}, fopts);
+  Tensor mx = want_max ? at::empty({B, n}, fopts) : at::empty({0}, fopts);
+  Tensor arg = want_max ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
+  if (a.numel() == 0) {
+    // Empty reductions: zero sums (as torch.sum), and no max to take; zero-size outputs only.
+    sum.zero_();
+    return {sum, mx, arg};
+  }
+  Tensor keep_a, keep_x;
+  ReduceArgs<acc_t> r =
+      reduce_args<acc_t>(over_c, a, x, ca, sa, da, dm, amc, want_max, divisor, sum, mx, arg, keep_a, keep_x);
   const DType dt = dtype_of(a);
   if (a.is_cpu()) {
     over_c ? cpu::reduce_c(dt, r) : cpu::reduce_hw(dt, r);
@@ -180,15 +194,14 @@ Tensor empty_output(const Tensor& like) {
   return at::empty(like.sizes(), like.options());
 }
 
+// The arguments of scale / grad_input of ``a`` into ``out``; ``keep_*`` hold any contiguous copies.
 template <typename acc_t>
-Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
-                 const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
-                 const OptTensor& dmax, const OptTensor& amp) {
-  Tensor out = empty_output(like);
-  if (out.numel() == 0) return out;
+PointwiseArgs<acc_t> pointwise_args(const Tensor& a, const Tensor& out, bool ca_first, const OptTensor& ca,
+                                    const OptTensor& sa, const OptTensor& da, const OptTensor& dm,
+                                    const OptTensor& amc, const OptTensor& davg, const OptTensor& dmax,
+                                    const OptTensor& amp, Tensor& keep_a, Tensor& keep_o) {
   const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
   const auto acc = acc_type(a);
-  Tensor keep_a, keep_o;
   PointwiseArgs<acc_t> w{};
   w.B = B; w.C = C; w.P = P;
   w.a = view_of(a, keep_a);
@@ -206,6 +219,18 @@ Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTe
   w.t.amp = small<int32_t>(amp, a, at::kInt, B * C, "amp");
   TORCH_CHECK(!w.t.dm == !w.t.amc && !w.t.dmax == !w.t.amp, "attnfused: each max gradient comes with its argmax");
   w.round_x1 = ca_first && w.t.ca && w.t.sa && a.scalar_type() != acc;
+  return w;
+}
+
+template <typename acc_t>
+Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTensor& ca, const OptTensor& sa,
+                 const OptTensor& da, const OptTensor& dm, const OptTensor& amc, const OptTensor& davg,
+                 const OptTensor& dmax, const OptTensor& amp) {
+  Tensor out = empty_output(like);
+  if (out.numel() == 0) return out;
+  Tensor keep_a, keep_o;
+  const PointwiseArgs<acc_t> w =
+      pointwise_args<acc_t>(a, out, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, keep_a, keep_o);
   const DType dt = dtype_of(a);
   if (a.is_cpu()) {
     cpu::pointwise(dt, w);
@@ -307,33 +332,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(const Tensor& x
   Tensor maps = at::empty({B, M, H, W}, fopts), z = at::empty({B, 1, H, W}, fopts), sa = at::empty({B, P}, fopts);
   Tensor y = empty_output(x);
   if (x.numel() == 0) return {y, maps, amc, sa, z};
-  Tensor keep_x, keep_y, keep_w = weight.to(acc).contiguous();
-  ReduceArgs<acc_t> r{};
-  r.B = B; r.C = C; r.P = P;
-  r.a = r.x = view_of(x, keep_x);
-  r.want_max = true;
-  r.divisor = static_cast<acc_t>(C);
-  r.t.ca = small<acc_t>(ca, x, acc, B * C, "ca");
-  r.round_x1 = r.t.ca && x.scalar_type() != acc;
-  r.n_split = 1;
-  r.split_len = C;
-  r.out_sum = mean.data_ptr<acc_t>();
-  r.out_max = mx.data_ptr<acc_t>();
-  r.out_arg = amc.data_ptr<int32_t>();
-  cpu::GateConvArgs<acc_t> g{};
-  const int64_t k = weight.size(2);
-  g.B = B; g.M = M; g.H = H; g.W = W; g.kh = g.kw = k; g.ph = g.pw = (k - 1) / 2; g.Ho = H; g.Wo = W;
-  g.weight = keep_w.data_ptr<acc_t>();
-  g.bias = small<acc_t>(bias, x, acc, 1, "bias");
-  PointwiseArgs<acc_t> w{};
-  w.B = B; w.C = C; w.P = P;
-  w.a = r.a;
-  const View vo = view_of(y, keep_y);
-  w.out = y.data_ptr();
-  w.ob = vo.sb; w.oc = vo.sc; w.op = vo.sp;
-  w.ca_first = true;
-  w.t.ca = r.t.ca;
-  w.round_x1 = r.round_x1;
+  // pool_c of x*ca, the conv over the maps (same padding), and the scale by ca and ``sa``: the
+  // arguments the three separate ops would build, each kernel then run on one-sample slices.
+  Tensor keep_x, keep_unused, keep_y, keep_w = weight.to(acc).contiguous();
+  const ReduceArgs<acc_t> r = reduce_args<acc_t>(true, x, std::nullopt, ca, std::nullopt, std::nullopt, std::nullopt,
+                                                 std::nullopt, true, static_cast<double>(C), mean, mx, amc, keep_x,
+                                                 keep_unused);
+  const int64_t pad = (weight.size(2) - 1) / 2;
+  const cpu::GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
+  const Tensor& xv = keep_x.defined() ? keep_x : x;  // x's [B, C, P] copy, if it needed one: not twice
+  PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, ca, sa, std::nullopt, std::nullopt, std::nullopt,
+                                                 std::nullopt, std::nullopt, std::nullopt, keep_unused, keep_y);
   w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
   cpu::spatial_stage(dtype_of(x), r, g, w, cpu::SpatialStageSpec{static_cast<int>(maps_kind), hard},
                      maps.data_ptr<acc_t>(), z.data_ptr<acc_t>(), sa.data_ptr<acc_t>());
