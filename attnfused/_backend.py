@@ -29,19 +29,25 @@ import torch
 
 from .kernels import KernelProvider, load_provider, provider_names
 
-__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "use_reference", "kernels_for"]
+__all__ = ["BACKENDS", "backend_names", "set_backend", "get_backend", "use_backend", "use_reference", "kernels_for"]
 
 log = logging.getLogger("attnfused")
 
-BACKENDS = ("auto", "reference") + provider_names()
+BACKENDS = ("auto", "reference") + provider_names()  # the built-in names
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every valid backend name: :data:`BACKENDS` and providers registered since
+    (:func:`attnfused.kernels.register_provider`)."""
+    return ("auto", "reference") + provider_names()
 
 _state = {"backend": "auto"}
 _announced: set[str] = set()
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(f"unknown attnfused backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(name, str) or name not in backend_names():
+        raise ValueError(f"unknown attnfused backend {name!r}; choose one of {', '.join(backend_names())}")
     return name
 
 

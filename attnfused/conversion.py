@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._backend import BACKENDS
+from ._backend import backend_names
 from .spec import ChannelSpec, SpatialSpec
 
 __all__ = ["ConvertReport", "convert", "convert_module", "convert_official_cbam", "recognize"]
@@ -783,8 +783,8 @@ def _build(module: nn.Module, match: Match, backend: str) -> Union[nn.Module, st
 
 
 def _check_backend(backend: str) -> None:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not isinstance(backend, str) or backend not in backend_names():
+        raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")
 
 
 def convert_module(module: nn.Module, backend: str = "auto", *, official_cbam: bool = False) -> nn.Module:

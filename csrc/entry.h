@@ -46,7 +46,16 @@ void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<a
                    const PointwiseArgs<acc_t>& scale, SpatialStageSpec spec, acc_t* maps, acc_t* z, acc_t* sa);
 }  // namespace cpu
 
-#ifdef ATTNFUSED_WITH_CUDA
+// The CUDA kernels are compiled by nvcc (ATTNFUSED_WITH_CUDA), or as host code for the test
+// suite's emulator of them (ATTNFUSED_CUDA_EMU, tests/cuemu), never both.
+#if defined(ATTNFUSED_WITH_CUDA) && defined(ATTNFUSED_CUDA_EMU)
+#error "ATTNFUSED_WITH_CUDA and ATTNFUSED_CUDA_EMU exclude each other"
+#endif
+#if defined(ATTNFUSED_WITH_CUDA) || defined(ATTNFUSED_CUDA_EMU)
+#define ATTNFUSED_CUDA_KERNELS 1
+#endif
+
+#ifdef ATTNFUSED_CUDA_KERNELS
 namespace cuda {
 // How many pieces a reduction over ``len`` splits into so that ``programs`` independent
 // (sample, tile) blocks plus the splits fill the current GPU.

@@ -1,8 +1,13 @@
 // attnfused._C: the kernel passes as torch ops (namespace ``attnfused_C``), one schema each, with a
 // CPU and (when built with CUDA) a CUDA implementation. The block-level custom op
 // ``attnfused::attention`` (Python, attnfused/ops/attention.py) calls them through the "cpu" and
-// "cuda" providers (attnfused/kernels/extension.py); this file only checks inputs, views tensors
+// "cuda" providers (attnfused/kernels/extension.py); // this file only checks inputs, views tensors
 // as [B, C, P], allocates outputs and hands plain structs to the kernels (entry.h).
+//
+// Built a second way by the test suite (tests/cuemu, ATTNFUSED_CUDA_EMU): the CUDA kernels compiled
+// as host code against a CPU emulator, registered for CPU tensors in the namespace
+// ``attnfused_cuemu`` (module ``attnfused_cuemu``), the CPU kernels left out. The same glue below
+// then feeds the CUDA kernels, so the tests check both.
 #include <Python.h>
 
 #include <ATen/ATen.h>
@@ -15,6 +20,16 @@
 #endif
 
 #include "entry.h"
+
+#ifdef ATTNFUSED_CUDA_EMU
+#define ATTNFUSED_OPS attnfused_cuemu  // op namespace, also the Python module's name
+#define ATTNFUSED_MODULE_NAME "attnfused_cuemu"
+#define ATTNFUSED_MODULE_INIT PyInit_attnfused_cuemu
+#else
+#define ATTNFUSED_OPS attnfused_C
+#define ATTNFUSED_MODULE_NAME "_C"
+#define ATTNFUSED_MODULE_INIT PyInit__C
+#endif
 
 namespace attnfused {
 namespace {
@@ -33,6 +48,27 @@ DType dtype_of(const Tensor& t) {
 }
 
 at::ScalarType acc_type(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+#if defined(ATTNFUSED_WITH_CUDA)
+// Around each CUDA kernel call: the tensor's device made current, its current stream, and the
+// launch error check afterwards.
+constexpr c10::DeviceType kCudaKernelDevice = c10::DeviceType::CUDA;
+struct CudaLaunch {
+  c10::cuda::CUDAGuard guard;
+  void* stream;
+  explicit CudaLaunch(const Tensor& a)
+      : guard(a.device()), stream(c10::cuda::getCurrentCUDAStream(a.device().index()).stream()) {}
+  static void check() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
+};
+#elif defined(ATTNFUSED_CUDA_EMU)
+// The emulator runs the CUDA kernels on CPU tensors, on no stream; a bad launch throws at once.
+constexpr c10::DeviceType kCudaKernelDevice = c10::DeviceType::CPU;
+struct CudaLaunch {
+  void* stream = nullptr;
+  explicit CudaLaunch(const Tensor&) {}
+  static void check() {}
+};
+#endif
 
 // Whether H and W merge into one strided axis P (NCHW, channels_last, expanded, batch/channel
 // slices); same rule as kernels/_layout.py.
@@ -127,13 +163,15 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
   ReduceArgs<acc_t> r =
       reduce_args<acc_t>(over_c, a, x, ca, sa, da, dm, amc, want_max, divisor, sum, mx, arg, keep_a, keep_x);
   const DType dt = dtype_of(a);
+#ifndef ATTNFUSED_CUDA_EMU
   if (a.is_cpu()) {
     over_c ? cpu::reduce_c(dt, r) : cpu::reduce_hw(dt, r);
     return {sum, mx, arg};
   }
-#ifdef ATTNFUSED_WITH_CUDA
-  TORCH_CHECK(a.is_cuda(), "attnfused: unsupported device ", a.device());
-  c10::cuda::CUDAGuard guard(a.device());
+#endif
+#ifdef ATTNFUSED_CUDA_KERNELS
+  TORCH_CHECK(a.device().type() == kCudaKernelDevice, "attnfused: unsupported device ", a.device());
+  CudaLaunch launch(a);
   int64_t programs = 0, block = 1;
   const bool c_fast = r.a.sc < r.a.sp;
   over_c ? cuda::reduce_c_shape(B, C, P, c_fast, &programs, &block)
@@ -157,12 +195,12 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
     }
     r.divisor = 1;
   }
-  void* stream = c10::cuda::getCurrentCUDAStream(a.device().index()).stream();
+  void* stream = launch.stream;
   acc_t* fmax = want_max ? mx.data_ptr<acc_t>() : nullptr;
   int32_t* farg = want_max ? arg.data_ptr<int32_t>() : nullptr;
   over_c ? cuda::reduce_c(dt, r, sum.data_ptr<acc_t>(), fmax, farg, static_cast<acc_t>(divisor), stream)
          : cuda::reduce_hw(dt, r, sum.data_ptr<acc_t>(), fmax, farg, static_cast<acc_t>(divisor), stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  CudaLaunch::check();
   return {sum, mx, arg};
 #else
   TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", a.device());
@@ -232,15 +270,17 @@ Tensor pointwise(const Tensor& a, const Tensor& like, bool ca_first, const OptTe
   const PointwiseArgs<acc_t> w =
       pointwise_args<acc_t>(a, out, ca_first, ca, sa, da, dm, amc, davg, dmax, amp, keep_a, keep_o);
   const DType dt = dtype_of(a);
+#ifndef ATTNFUSED_CUDA_EMU
   if (a.is_cpu()) {
     cpu::pointwise(dt, w);
     return out;
   }
-#ifdef ATTNFUSED_WITH_CUDA
-  TORCH_CHECK(a.is_cuda(), "attnfused: unsupported device ", a.device());
-  c10::cuda::CUDAGuard guard(a.device());
-  cuda::pointwise(dt, w, c10::cuda::getCurrentCUDAStream(a.device().index()).stream());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+#ifdef ATTNFUSED_CUDA_KERNELS
+  TORCH_CHECK(a.device().type() == kCudaKernelDevice, "attnfused: unsupported device ", a.device());
+  CudaLaunch launch(a);
+  cuda::pointwise(dt, w, launch.stream);
+  CudaLaunch::check();
   return out;
 #else
   TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", a.device());
@@ -257,6 +297,7 @@ Tensor pointwise_op(const Tensor& a, const Tensor& like, bool ca_first, const Op
   return pointwise<float>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
 }
 
+#ifndef ATTNFUSED_CUDA_EMU  // the CPU-only ops: not part of the emulator's build
 // The gates' small convolution on CPU (csrc/cpu/gate_conv.cpp). The maps and weights are
 // already in the accumulation dtype (attnfused/ops/_gates.py). Checked before the dtype dispatch,
 // so that other dtypes get this message.
@@ -358,16 +399,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage_op(const Tensor
   if (x.scalar_type() == at::kDouble) return spatial_stage<double>(x, ca, weight, bias, maps_kind, hard);
   return spatial_stage<float>(x, ca, weight, bias, maps_kind, hard);
 }
+#endif  // ATTNFUSED_CUDA_EMU
 
 }  // namespace
 }  // namespace attnfused
 
-TORCH_LIBRARY(attnfused_C, m) {
+// ATTNFUSED_OPS is a macro: TORCH_LIBRARY stringizes the expanded name.
+TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   m.def("reduce_hw(Tensor a, Tensor? x, Tensor? sa, Tensor? da, Tensor? dm, Tensor? amc, bool want_max, "
         "float divisor) -> (Tensor, Tensor, Tensor)");
   m.def("reduce_c(Tensor a, Tensor? x, Tensor? ca, bool want_max, float divisor) -> (Tensor, Tensor, Tensor)");
   m.def("pointwise(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
         "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp) -> Tensor");
+#ifndef ATTNFUSED_CUDA_EMU
   // The gates' small convolution (CPU only; CUDA tensors use cuDNN's): one output channel, zero padding.
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
@@ -375,8 +419,17 @@ TORCH_LIBRARY(attnfused_C, m) {
   // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
   m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+#endif
 }
 
+#ifdef ATTNFUSED_CUDA_EMU
+// The CUDA kernels, emulated, on CPU tensors.
+TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
+  m.impl("reduce_hw", &attnfused::reduce_hw_op);
+  m.impl("reduce_c", &attnfused::reduce_c_op);
+  m.impl("pointwise", &attnfused::pointwise_op);
+}
+#else
 TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
@@ -385,6 +438,7 @@ TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
   m.impl("spatial_stage", &attnfused::spatial_stage_op);
 }
+#endif
 
 #ifdef ATTNFUSED_WITH_CUDA
 TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
@@ -399,9 +453,9 @@ TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
 
 // A plain Python module: importing attnfused._C registers the ops above; ``WITH_CUDA`` says
 // whether the CUDA kernels were compiled in.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", "attnfused compiled kernels (CPU, CUDA)", -1,
-                                   nullptr};
+extern "C" PyObject* ATTNFUSED_MODULE_INIT(void) {
+  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, ATTNFUSED_MODULE_NAME,
+                                   "attnfused compiled kernels (CPU, CUDA)", -1, nullptr};
   PyObject* mod = PyModule_Create(&def);
   if (mod) PyModule_AddIntConstant(mod, "WITH_CUDA", ATTNFUSED_HAS_CUDA);
   return mod;

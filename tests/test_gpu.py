@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnfused
-from helpers import TOL, assert_close, make_block, make_input, run_fwd_bwd
+from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -49,7 +49,7 @@ def test_resnet_stage_shapes_half(block, dtype, layout, provider):
         y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
         y, dx, g = run_fwd_bwd(m, x, provider, dy)
         assert_close(y, y_ref, dtype, "y")
-        assert_close(dx, dx_ref, dtype, "dx")
+        assert_close_but_max_ties(dx, dx_ref, dtype, "dx", max_tie_mask(m, x))
 
 
 def test_64bit_offsets(provider):
@@ -72,7 +72,8 @@ def test_64bit_offsets(provider):
 @pytest.mark.parametrize("block", ["se_max", "eca", "cbam_fc", "spatial7"])
 def test_cuda_and_triton_agree_on_large_shapes(block, dtype, layout):
     """The two GPU providers against each other at batch 32 on ResNet-50 stage shapes, forward and
-    backward (both accumulate in fp32; they differ only in summation order)."""
+    backward (both accumulate in fp32; they differ only in summation order, which in fp16/bf16 can
+    still round x * ca to another winner of a near-tie: max_tie_mask)."""
     for c, hw in ((256, 56), (1024, 14), (2048, 7)):
         m = make_block(block, c, dtype)
         x = make_input((32, c, hw, hw), dtype, layout)
@@ -80,7 +81,7 @@ def test_cuda_and_triton_agree_on_large_shapes(block, dtype, layout):
         y_t, dx_t, g_t = run_fwd_bwd(m, x, "triton", dy)
         y_c, dx_c, g_c = run_fwd_bwd(m, x, "cuda", dy)
         assert_close(y_c, y_t, dtype, f"y {c}x{hw}")
-        assert_close(dx_c, dx_t, dtype, f"dx {c}x{hw}")
+        assert_close_but_max_ties(dx_c, dx_t, dtype, f"dx {c}x{hw}", max_tie_mask(m, x))
         for n in g_t:
             scale = max(1.0, g_t[n].abs().max().item())
             rtol, atol = TOL[dtype]

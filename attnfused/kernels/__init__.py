@@ -29,7 +29,7 @@ from typing import Optional, Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["KernelProvider", "load_provider", "provider_available", "provider_names"]
+__all__ = ["KernelProvider", "load_provider", "provider_available", "provider_names", "register_provider"]
 
 
 class KernelProvider(Protocol):
@@ -83,10 +83,24 @@ _PROVIDERS = {
     "cpu": ("attnfused.kernels.extension", "CPU"),
 }
 _loaded: dict[str, KernelProvider] = {}
+_registered: list[str] = []
 
 
 def provider_names() -> tuple[str, ...]:
-    return tuple(_PROVIDERS)
+    """The built-in providers' names, then those added by :func:`register_provider`."""
+    return tuple(_PROVIDERS) + tuple(_registered)
+
+
+def register_provider(name: str, provider: KernelProvider) -> None:
+    """Add an out-of-tree provider (the test suite registers its CPU emulator of the CUDA
+    kernels, tests/cuemu, as "cuemu"); ``name`` then works as a backend name everywhere. It must
+    implement :class:`KernelProvider` and ``check_device(device)`` (raise ``RuntimeError`` where it
+    cannot run). Built-in names cannot be replaced; registering a name again replaces it."""
+    if not isinstance(name, str) or not name.isidentifier() or name in _PROVIDERS or name in ("auto", "reference"):
+        raise ValueError(f"cannot register an attnfused provider under the name {name!r}")
+    _loaded[name] = provider
+    if name not in _registered:
+        _registered.append(name)
 
 
 def _get(name: str) -> KernelProvider:

@@ -46,16 +46,19 @@ def extension_status() -> dict:
     return {"built": mod is not None, "cuda": bool(mod is not None and mod.WITH_CUDA), "error": err}
 
 
-def _ops():
-    return torch.ops.attnfused_C
-
-
 class ExtensionProvider:
-    """Kernel provider backed by the compiled extension, for one device type."""
+    """Kernel provider backed by the compiled extension, for one device type. ``namespace``: where
+    its ops are registered (the test suite's CUDA emulator, tests/cuemu, registers the same ops
+    under another)."""
 
-    def __init__(self, name: str, device_type: str) -> None:
+    def __init__(self, name: str, device_type: str, namespace: str = "attnfused_C") -> None:
         self.name = name
         self.device_type = device_type
+        self.namespace = namespace
+
+    @property
+    def ops(self):
+        return getattr(torch.ops, self.namespace)
 
     def available(self) -> Optional[str]:
         """None when usable on this install, else why not."""
@@ -78,24 +81,24 @@ class ExtensionProvider:
 
     def pool_hw(self, x: Tensor, want_max: bool):
         h, w = x.shape[2:]
-        avg, mx, arg = _ops().reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)))
+        avg, mx, arg = self.ops.reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)))
         return (avg, mx, arg) if want_max else (avg, None, None)
 
     def pool_c(self, x: Tensor, ca: Optional[Tensor]):
-        mean, mx, arg = _ops().reduce_c(x, None, ca, True, float(max(x.shape[1], 1)))
+        mean, mx, arg = self.ops.reduce_c(x, None, ca, True, float(max(x.shape[1], 1)))
         return mx, mean, arg
 
     def dot_hw(self, dy, x, sa=None, da=None, dm=None, amc=None) -> Tensor:
-        return _ops().reduce_hw(dy, x, sa, da, dm, amc, False, 1.0)[0]
+        return self.ops.reduce_hw(dy, x, sa, da, dm, amc, False, 1.0)[0]
 
     def dot_c(self, dy: Tensor, x: Tensor, ca: Optional[Tensor]) -> Tensor:
-        return _ops().reduce_c(dy, x, ca, False, 1.0)[0]
+        return self.ops.reduce_c(dy, x, ca, False, 1.0)[0]
 
     def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:
-        return _ops().pointwise(x, x, True, ca, sa, None, None, None, None, None, None)
+        return self.ops.pointwise(x, x, True, ca, sa, None, None, None, None, None, None)
 
     def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
-        return _ops().pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
+        return self.ops.pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
 
 
 class CPUExtensionProvider(ExtensionProvider):
@@ -104,13 +107,13 @@ class CPUExtensionProvider(ExtensionProvider):
 
     def gate_conv(self, maps: Tensor, weight: Tensor, bias: Optional[Tensor], padding: tuple[int, int]) -> Tensor:
         """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel."""
-        return _ops().gate_conv(maps.contiguous(), weight.contiguous(), bias, padding[0], padding[1])
+        return self.ops.gate_conv(maps.contiguous(), weight.contiguous(), bias, padding[0], padding[1])
 
     def gate_conv_backward(
         self, dz: Tensor, maps: Tensor, weight: Tensor, padding: tuple[int, int], want_bias: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(d maps, d weight, d bias; empty without ``want_bias``) of :meth:`gate_conv`."""
-        return _ops().gate_conv_backward(
+        return self.ops.gate_conv_backward(
             dz.contiguous(), maps.contiguous(), weight.contiguous(), padding[0], padding[1], want_bias
         )
 
@@ -122,7 +125,7 @@ class CPUExtensionProvider(ExtensionProvider):
         ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
         sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``."""
         kind = ("max_mean", "mean_max", "half_sum").index(maps)
-        return _ops().spatial_stage(x, ca, weight, bias, kind, hard)
+        return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)
 
 
 CPU = CPUExtensionProvider("cpu", "cpu")

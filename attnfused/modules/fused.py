@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as AF
-from .._backend import BACKENDS, use_backend
+from .._backend import backend_names, use_backend
 from ..spec import ChannelSpec, SpatialSpec
 
 _CHANNEL_ROLES = ("w1", "b1", "w2", "b2")
@@ -44,8 +44,8 @@ class FusedAttention(nn.Module):
         super().__init__()
         if channel is None and spatial is None:
             raise ValueError("FusedAttention needs a channel spec, a spatial spec, or both")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend not in backend_names():
+            raise ValueError(f"backend must be one of {', '.join(backend_names())}, got {backend!r}")
         # Adopt the original's state under the same names: identical state_dict keys.
         self._parameters = module._parameters
         self._buffers = module._buffers

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -58,6 +59,19 @@ __device__ __forceinline__ void warp_reduce(acc_t& sum, acc_t& m, int32_t& arg, 
 }
 
 int sm_count();  // of the current device (cached)
+
+// Every launch goes through launch_kernel: a plain <<<>>> under nvcc. The test suite's CPU
+// emulator of these kernels (tests/cuemu, built with ATTNFUSED_CUDA_EMU) supplies its own, so the
+// same kernel code runs on CPU tensors there.
+#ifdef ATTNFUSED_CUDA_EMU
+using ::cuemu::launch_kernel;
+#else
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+}
+#endif
 
 __host__ __device__ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -38,7 +38,7 @@ void launch(const PointwiseArgs<acc_t>& w, cudaStream_t stream) {
   const int64_t total = w.B * w.C * w.P;
   const int64_t waves = static_cast<int64_t>(sm_count()) * 8;  // 8 CTAs of 256 threads per SM
   const int64_t blocks = std::max<int64_t>(1, std::min(cdiv(total, 256), waves));
-  pointwise_kernel<scalar_t, acc_t><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(w, w.oc < w.op);
+  launch_kernel(pointwise_kernel<scalar_t, acc_t>, static_cast<unsigned>(blocks), 256, 0, stream, w, w.oc < w.op);
 }
 
 }  // namespace

@@ -138,14 +138,14 @@ void launch(const ReduceArgs<acc_t>& r, acc_t* fsum, acc_t* fmax, int32_t* farg,
   const int64_t tiles = rows ? cdiv(n_keep, kWarps) : cdiv(n_keep, 32);
   const dim3 grid(static_cast<unsigned>(r.B * tiles * r.n_split));
   if (rows) {
-    reduce_rows_kernel<scalar_t, acc_t, OVER_C><<<grid, kThreads, 0, stream>>>(r);
+    launch_kernel(reduce_rows_kernel<scalar_t, acc_t, OVER_C>, grid, kThreads, 0, stream, r);
   } else {
-    reduce_tile_kernel<scalar_t, acc_t, OVER_C><<<grid, kThreads, 0, stream>>>(r);
+    launch_kernel(reduce_tile_kernel<scalar_t, acc_t, OVER_C>, grid, kThreads, 0, stream, r);
   }
   if (r.n_split > 1) {
     const int64_t total = r.B * n_keep;
-    combine_kernel<acc_t><<<static_cast<unsigned>(cdiv(total, 256)), 256, 0, stream>>>(
-        r.out_sum, r.want_max ? r.out_max : nullptr, r.out_arg, r.B, r.n_split, n_keep, fsum, fmax, farg, divisor);
+    launch_kernel(combine_kernel<acc_t>, static_cast<unsigned>(cdiv(total, 256)), 256, 0, stream, r.out_sum,
+                  r.want_max ? r.out_max : nullptr, r.out_arg, r.B, r.n_split, n_keep, fsum, fmax, farg, divisor);
   }
 }
 

@@ -1,0 +1,253 @@
+"""The CUDA emulator (tests/cuemu) and what it shows of the CUDA kernels without a GPU.
+
+The block tests run the "cuemu" provider like any other (parity, gradcheck, opcheck, compile, bad
+input). Here: that the emulator behaves as CUDA does and refuses what CUDA leaves undefined (its
+own kernels, tests/cuemu/selftest_kernels.cpp), and what the block tests do not reach: results that
+do not depend on the schedule, every launch shape (the emulated GPUs' SM counts decide how the
+reductions split), 64-bit offsets, and the ResNet-50 stage shapes of tests/test_gpu.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import cuemu
+from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
+from attnfused.kernels.extension import CPU
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the real kernels (tests/test_gpu.py)")
+
+EMU = cuemu.PROVIDER
+DEVICES = range(4)  # tests/cuemu/runtime.cpp's table: 2, 132, 1 and 7 SMs
+
+
+@pytest.fixture(autouse=True)
+def _default_schedule():
+    cuemu.load()
+    cuemu.configure(0, "forward")
+    yield
+    cuemu.configure(0, "forward")
+
+
+# ---- The emulator itself.
+
+
+def test_shuffle_and_vote_semantics():
+    """PTX's shfl.sync rules as CUDA's intrinsics use them (segments of ``width`` lanes; a butterfly
+    past its segment's end keeps its own value, below its start reads there), ballot/any/all."""
+    out = torch.zeros(32, 10, dtype=torch.int32)
+    assert cuemu.selftest("shuffle_semantics", out) is None
+    for lane in range(32):
+        first, last4 = lane & ~7, (lane & ~3) + 3
+        expected = [
+            70,
+            10 * (first + 3),
+            10 * (lane - 1 if lane % 16 >= 1 else lane),
+            10 * (lane + 3 if lane % 8 + 3 < 8 else lane),
+            10 * (lane ^ 5),
+            10 * ((lane ^ 4) if (lane ^ 4) <= last4 else lane),
+            sum(1 << i for i in range(0, 32, 3)),
+            1,
+            0,
+            32,
+        ]
+        assert out[lane].tolist() == expected, f"lane {lane}"
+
+
+def test_block_sum_is_right_and_the_same_in_every_order():
+    x = torch.randn(4, 1000, dtype=torch.float64).float()
+    results = []
+    for order in ("forward", "reverse", "random"):
+        cuemu.configure(0, order, seed=3)
+        buf = torch.cat([x.flatten(), torch.zeros(4)])
+        assert cuemu.selftest("block_sum", buf) is None
+        results.append(buf[4000:].clone())
+    torch.testing.assert_close(results[0], x.double().sum(1).float(), rtol=1e-5, atol=1e-4)
+    assert all(torch.equal(r, results[0]) for r in results), "a fixed shuffle tree sums the same way in any order"
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("shuffle_after_return", "which has returned"),
+        ("barrier_after_return", "__syncthreads() reached after some threads of the block returned"),
+        ("mismatched_collectives", "different warp collectives"),
+        ("read_outside_mask", "not in the mask"),
+        ("deadlock", "deadlock"),
+        ("block_too_large", "invalid block"),
+        ("empty_grid", "invalid grid"),
+        ("smem_over_default", "dynamic shared memory of 65536 bytes"),
+    ],
+)
+def test_refuses_what_cuda_leaves_undefined(case, message):
+    err = cuemu.selftest(case, torch.zeros(4096))
+    assert err is not None and message in err, err
+    assert "block (0,0,0)" in err or "invalid" in err or "shared memory" in err, "the message says where"
+
+
+def test_raised_shared_memory_limit_is_honoured():
+    assert cuemu.selftest("smem_raised", torch.zeros(64)) is None
+
+
+def test_missing_barrier_shows_as_a_schedule_difference():
+    """What the determinism tests below rely on: a race through shared memory gives different
+    results when the threads run in another order."""
+    outs = []
+    for order in ("forward", "reverse"):
+        cuemu.configure(0, order)
+        out = torch.zeros(4 * 64)
+        assert cuemu.selftest("missing_barrier", out) is None
+        outs.append(out)
+    assert not torch.equal(outs[0], outs[1])
+
+
+def test_unwritten_dynamic_shared_memory_reads_nan():
+    out = torch.zeros(64)
+    assert cuemu.selftest("unwritten_dynamic_shared", out) is None
+    assert out[0] == 1 and torch.isnan(out[1:]).all()
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp16", "bf16"])
+def test_half_conversions_match_torch(bf16):
+    """cuemu's __float2half_rn / __float2bfloat16_rn and back, bit for bit against torch's (both
+    round to nearest even), on every 16-bit pattern and on float32 patterns around each rounding
+    boundary, subnormals and overflow included. NaNs only need to stay NaN."""
+    dtype = torch.bfloat16 if bf16 else torch.float16
+    bits = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    ours = cuemu.from_half_bits(bits, bf16)
+    theirs = bits.view(dtype).float()
+    nan = torch.isnan(theirs)
+    assert torch.equal(torch.isnan(ours), nan) and torch.equal(ours[~nan], theirs[~nan])
+    # float32 inputs: the 16-bit values, their neighbours in float32 and midpoints between them.
+    f = theirs[~nan]
+    mid = (f[:-1].double() + f[1:].double()) / 2
+    g = torch.Generator().manual_seed(0)
+    rand = torch.randint(-(1 << 31), 1 << 31, (1 << 18,), generator=g, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    xs = torch.cat([f, torch.nextafter(f, torch.tensor(math.inf)), torch.nextafter(f, torch.tensor(-math.inf)),
+                    mid.float(), rand, torch.tensor([65504.0, 65519.99, 65520.0, 1e-8, -1e-8, 5.96e-8, 2.98e-8])])
+    ours = cuemu.to_half_bits(xs, bf16)
+    theirs = xs.to(dtype).view(torch.int16)
+    nan = torch.isnan(xs)
+    assert torch.equal(ours[~nan], theirs[~nan])
+    assert torch.isnan(ours[nan].view(dtype)).all()
+
+
+# ---- The CUDA kernels on it.
+
+
+def _terms(b: int, c: int, p: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "ca": torch.rand(b, c, generator=g) + 0.5, "sa": torch.rand(b, p, generator=g) + 0.5,
+        "da": torch.randn(b, p, generator=g), "dm": torch.randn(b, p, generator=g),
+        "amc": torch.randint(0, c, (b, p), generator=g, dtype=torch.int32),
+        "davg": torch.randn(b, c, generator=g), "dmax": torch.randn(b, c, generator=g),
+        "amp": torch.randint(0, p, (b, c), generator=g, dtype=torch.int32),
+    }
+
+
+def _all_passes(prov, x: torch.Tensor, dy: torch.Tensor, t: dict) -> list[torch.Tensor]:
+    """Every pass of the provider contract (attnfused/kernels/__init__.py), with every term."""
+    if x.dtype == torch.float64:
+        t = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
+    out = [*prov.pool_hw(x, True), *prov.pool_c(x, t["ca"]), *prov.pool_c(x, None)]
+    out.append(prov.dot_hw(dy, x, t["sa"], t["da"], t["dm"], t["amc"]))
+    out.append(prov.dot_hw(dy, x))
+    out.append(prov.dot_c(dy, x, t["ca"]))
+    out.append(prov.scale(x, t["ca"], t["sa"]))
+    out.append(prov.scale(x, t["ca"], None))
+    out.append(prov.grad_input(dy, x, t["ca"], t["sa"], t["da"], t["dm"], t["amc"], t["davg"], t["dmax"], t["amp"]))
+    out.append(prov.grad_input(dy, x, t["ca"], None, None, None, None, t["davg"], None, None))
+    return out
+
+
+SCHEDULE_SHAPES = [(3, 37, 9, 11), (2, 300, 3, 5), (1, 5, 40, 41), (2, 1, 1, 1), (4, 64, 1, 33)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", SCHEDULE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layout, dtype):
+    """On each emulated GPU (SM counts 2, 132, 1, 7: no split up to many), every pass equals the
+    "cpu" provider's within the dtype's tolerance, and is the same bit for bit whatever order the
+    blocks and threads run in (no race, no order-dependent accumulation: deterministic)."""
+    b, c, h, w = shape
+    x = make_input(shape, dtype, layout)
+    dy = make_input(shape, dtype, "nchw", seed=2)
+    t = _terms(b, c, h * w)
+    expected = _all_passes(CPU, x, dy, t)
+    rtol, atol = TOL[dtype] if dtype != torch.bfloat16 else TOL[torch.float32]
+    for device in DEVICES:
+        runs = []
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)):
+            cuemu.configure(device, order, seed)
+            runs.append(_all_passes(EMU, x, dy, t))
+        for i, (got, want) in enumerate(zip(runs[0], expected)):
+            # Sums in the kernels' accumulation dtype; bf16 outputs are compared at bf16 precision.
+            tol = TOL[torch.bfloat16] if got.dtype == torch.bfloat16 else (rtol, atol)
+            torch.testing.assert_close(got, want, rtol=tol[0], atol=tol[1], msg=lambda m: f"device {device} pass {i}: {m}")
+        for run in runs[1:]:
+            for i, (a, ref) in enumerate(zip(run, runs[0])):
+                assert torch.equal(a, ref), f"device {device}: pass {i} depends on the schedule"
+
+
+def test_reductions_split_on_wide_gpus_and_not_on_narrow_ones():
+    """The split path (partials + combine kernel) and the single-pass path both run in the tests
+    above: one launch on the 1-SM device, two (reduce + combine) on the 132-SM one."""
+    x = make_input((2, 16, 20, 20), torch.float32, "nchw")
+    launches = {}
+    for device in (1, 2):
+        cuemu.configure(device)
+        before = cuemu.stats()["launches"]
+        EMU.pool_hw(x, True)
+        launches[device] = cuemu.stats()["launches"] - before
+    assert launches == {1: 2, 2: 1}
+
+
+def test_64bit_offsets():
+    """A batch stride past 2**31 elements (the storage is reserved, not touched: a few pages are
+    written): every pass reads the second sample at its true offset, as int32 offsets would not."""
+    b, c, h, w = 2, 6, 5, 7
+    stride_b = (1 << 31) + 4096
+    storage = torch.empty(stride_b + c * h * w, dtype=torch.bfloat16)
+    x = storage.as_strided((b, c, h, w), (stride_b, h * w, w, 1))
+    x.copy_(make_input((b, c, h, w), torch.bfloat16, "nchw"))
+    dense = x.contiguous()
+    dy = make_input((b, c, h, w), torch.bfloat16, "nchw", seed=2)
+    t = _terms(b, c, h * w)
+    for prov in (EMU, CPU):
+        for i, (got, want) in enumerate(zip(_all_passes(prov, x, dy, t), _all_passes(prov, dense, dy, t))):
+            assert torch.equal(got, want), f"{prov.name}: pass {i} differs with a 2**31 batch stride"
+
+
+STAGES = [(256, 56), (1024, 14), (2048, 7)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("block", ["se_max", "eca", "cbam_fc", "spatial7"])
+def test_resnet_stage_shapes(block, dtype, layout):
+    """tests/test_gpu.py's large shapes at batch 2: the CUDA kernels against the "cpu" provider
+    (both accumulate in fp32; they differ in summation order only) and against eager."""
+    for c, hw in STAGES:
+        m = make_block(block, c, dtype)
+        x = make_input((2, c, hw, hw), dtype, layout)
+        dy = make_input((2, c, hw, hw), dtype, "nchw", seed=2)
+        y_e, dx_e, g_e = run_fwd_bwd(m, x, "cuemu", dy)
+        y_c, dx_c, g_c = run_fwd_bwd(m, x, "cpu", dy)
+        y_r, dx_r, _ = run_fwd_bwd(m, x, "reference", dy)
+        ties = max_tie_mask(m, x)
+        assert_close(y_e, y_c, dtype, f"y vs cpu {c}x{hw}")
+        assert_close_but_max_ties(dx_e, dx_c, dtype, f"dx vs cpu {c}x{hw}", ties)
+        for n in g_c:
+            scale = max(1.0, g_c[n].abs().max().item())
+            rtol, atol = TOL[dtype]
+            torch.testing.assert_close(g_e[n], g_c[n], rtol=rtol, atol=atol * scale, msg=lambda e: f"grad {n}: {e}")
+        assert_close(y_e, y_r, dtype, f"y vs eager {c}x{hw}")
+        if dtype == torch.float32:
+            assert_close(dx_e, dx_r, dtype, f"dx vs eager {c}x{hw}")
+        else:
+            assert_close_but_max_ties(dx_e, dx_r, dtype, f"dx vs eager {c}x{hw}", ties)
