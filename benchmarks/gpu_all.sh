@@ -10,6 +10,8 @@
 #   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, compile default
 #                mode, bf16 end to end, everything stopped after BENCH_MINUTES, default 6)
 #   TEST_ARGS    extra arguments for pytest
+# Optional step "cuda_scalar" (not in the default list): the cuda provider's micro rows again with
+# its 16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar", to time one against the other.
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
 set -u
 cd "$(dirname "$0")/.."
@@ -42,6 +44,8 @@ for s in ${STEPS:-install tests bench}; do
     tests) step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-} ;;
     # shellcheck disable=SC2086
     bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
+    cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 python -m attnfused.bench --out "$OUT_DIR" \
+      --tag cuda-scalar --providers cuda --compile-modes --no-e2e --no-traffic --max-minutes "${BENCH_MINUTES:-3}" ;;
     *) echo "unknown step $s" ;;
   esac
 done

@@ -60,9 +60,11 @@ namespace cuda {
 // How many pieces a reduction over ``len`` splits into so that ``programs`` independent
 // (sample, tile) blocks plus the splits fill the current GPU.
 int64_t reduce_splits(int64_t programs, int64_t len, int64_t block);
-// Number of (sample, tile) blocks and the reduced-axis block of each pass (for reduce_splits).
-void reduce_hw_shape(int64_t B, int64_t C, int64_t P, bool c_fast, int64_t* programs, int64_t* block);
-void reduce_c_shape(int64_t B, int64_t C, int64_t P, bool c_fast, int64_t* programs, int64_t* block);
+// Number of (sample, tile) blocks of a reduction (over C when ``over_c``) and the granularity a
+// split of its reduced axis must keep (for reduce_splits); depends on the kernel and vector width
+// the arguments get, not on n_split.
+template <typename acc_t>
+void reduce_shape(DType dt, const ReduceArgs<acc_t>& args, bool over_c, int64_t* programs, int64_t* block);
 // ``stream`` is a cudaStream_t. Partials (n_split > 1) are combined into ``final_*`` in order.
 template <typename acc_t>
 void reduce_hw(DType dt, const ReduceArgs<acc_t>& args, acc_t* final_sum, acc_t* final_max,

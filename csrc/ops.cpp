@@ -173,9 +173,7 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
   TORCH_CHECK(a.device().type() == kCudaKernelDevice, "attnfused: unsupported device ", a.device());
   CudaLaunch launch(a);
   int64_t programs = 0, block = 1;
-  const bool c_fast = r.a.sc < r.a.sp;
-  over_c ? cuda::reduce_c_shape(B, C, P, c_fast, &programs, &block)
-         : cuda::reduce_hw_shape(B, C, P, c_fast, &programs, &block);
+  cuda::reduce_shape(dt, r, over_c, &programs, &block);
   const int64_t len = over_c ? C : P;
   r.n_split = cuda::reduce_splits(programs, len, block);
   TORCH_CHECK(programs * r.n_split < (int64_t{1} << 31), "attnfused: too many (sample, tile) blocks for one launch (",

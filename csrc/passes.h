@@ -17,6 +17,8 @@ namespace attnfused {
 // Element types a full-size tensor may have; small tensors are float (double for kF64).
 enum class DType : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3 };
 
+AF_HD constexpr int dtype_size(DType dt) { return dt == DType::kF64 ? 8 : dt == DType::kF32 ? 4 : 2; }
+
 // A 4-D tensor viewed as [B, C, P] (P = H*W) with element strides (NCHW and channels_last both
 // map to this view without a copy).
 struct View {

@@ -14,7 +14,6 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-size_t elem_size(DType dt) { return dt == DType::kF64 ? 8 : dt == DType::kF32 ? 4 : 2; }
 
 View at_sample(View v, int64_t b, size_t bytes) {
   v.data = static_cast<const char*>(v.data) + b * v.sb * static_cast<int64_t>(bytes);
@@ -27,7 +26,7 @@ template <typename acc_t>
 void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<acc_t>& conv,
                    const PointwiseArgs<acc_t>& scale, SpatialStageSpec spec, acc_t* maps, acc_t* z, acc_t* sa) {
   const int64_t C = pool.C, P = pool.P, M = conv.M;
-  const size_t bytes = elem_size(dt);
+  const size_t bytes = static_cast<size_t>(dtype_size(dt));
   at::parallel_for(0, pool.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       ReduceArgs<acc_t> r = pool;  // max and mean over C of x*ca (mean: out_sum / divisor)

@@ -59,6 +59,9 @@ __device__ __forceinline__ void warp_reduce(acc_t& sum, acc_t& m, int32_t& arg, 
 }
 
 int sm_count();  // of the current device (cached)
+// The 16-byte load/store paths; ATTNFUSED_CUDA_VECTORS=0 turns them off, to time the scalar
+// kernels against them (read once per process).
+bool vectors_enabled();
 
 // Every launch goes through launch_kernel: a plain <<<>>> under nvcc. The test suite's CPU
 // emulator of these kernels (tests/cuemu, built with ATTNFUSED_CUDA_EMU) supplies its own, so the

@@ -82,6 +82,7 @@ def load():
         for name in ("cuemu_floats_to_half_bits", "cuemu_half_bits_to_floats"):
             getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int]
         lib.cuemu_device_sms.argtypes = [ctypes.c_int]
+        lib.cuemu_kernel_launches.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.cuemu_selftest.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
         _state["module"], _state["lib"] = module, lib
         return module
@@ -122,6 +123,16 @@ def selftest(name: str, buffer: Optional[torch.Tensor] = None) -> Optional[str]:
     if rc == 2:
         raise KeyError(name)
     return err.value.decode() if rc else None
+
+
+def kernel_launches() -> dict[str, int]:
+    """Launches per kernel (demangled name, template arguments included) since the extension was
+    loaded: which kernel a call took."""
+    n = lib().cuemu_kernel_launches(None, 0)
+    buf = ctypes.create_string_buffer(n)
+    lib().cuemu_kernel_launches(buf, n)
+    lines = [line.rsplit("\t", 1) for line in buf.value.decode().splitlines()]
+    return {name: int(count) for name, count in lines}
 
 
 def to_half_bits(x: torch.Tensor, bf16: bool) -> torch.Tensor:

@@ -6,6 +6,7 @@
 
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -54,6 +55,7 @@ struct Stats {
 } g_stats;
 
 std::map<const void*, int> g_max_dynamic_smem;  // cudaFuncSetAttribute per kernel
+std::map<const void*, long long> g_launches_of;  // launches per kernel, for cuemu_kernel_launches
 
 // ---- Fibers. On x86-64 a hand-written switch (callee-saved registers, MXCSR and the x87 control
 // word; no signal mask, unlike swapcontext, which costs a system call per switch); elsewhere
@@ -192,13 +194,57 @@ Launch& launch_state() {
   return *g_launch;
 }
 
+// The (mangled) name of the function at ``offset`` in an ELF file's full symbol table: the kernels
+// live in anonymous namespaces, so dladdr (the dynamic symbols only) does not know them.
+std::string elf_symbol(const std::string& path, uintptr_t offset) {
+  static std::map<std::string, std::vector<std::pair<std::pair<uintptr_t, uintptr_t>, std::string>>> cache;
+  auto it = cache.find(path);
+  if (it == cache.end()) {
+    std::vector<std::pair<std::pair<uintptr_t, uintptr_t>, std::string>> funcs;
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      std::vector<char> data;
+      char chunk[1 << 16];
+      for (size_t n; (n = std::fread(chunk, 1, sizeof chunk, f)) > 0;) data.insert(data.end(), chunk, chunk + n);
+      std::fclose(f);
+      const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(data.data());
+      if (data.size() >= sizeof(Elf64_Ehdr) && std::memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 &&
+          eh->e_ident[EI_CLASS] == ELFCLASS64 && eh->e_shoff + eh->e_shnum * sizeof(Elf64_Shdr) <= data.size()) {
+        const auto* sh = reinterpret_cast<const Elf64_Shdr*>(data.data() + eh->e_shoff);
+        for (int i = 0; i < eh->e_shnum; ++i) {
+          if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+          const auto* syms = reinterpret_cast<const Elf64_Sym*>(data.data() + sh[i].sh_offset);
+          const char* names = data.data() + sh[sh[i].sh_link].sh_offset;
+          for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); ++k)
+            if (ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC && syms[k].st_size > 0)
+              funcs.push_back({{syms[k].st_value, syms[k].st_value + syms[k].st_size}, names + syms[k].st_name});
+        }
+      }
+    }
+    it = cache.emplace(path, std::move(funcs)).first;
+  }
+  for (const auto& [range, name] : it->second)
+    if (range.first <= offset && offset < range.second) return name;
+  return "";
+}
+
+// The kernel's demangled name, for messages and cuemu_kernel_launches.
 std::string kernel_name(const void* func) {
+  static std::map<const void*, std::string> names;
+  auto it = names.find(func);
+  if (it != names.end()) return it->second;
   Dl_info info{};
-  if (!dladdr(func, &info) || !info.dli_sname) return "kernel";
+  std::string mangled;
+  if (dladdr(func, &info)) {
+    mangled = info.dli_sname ? info.dli_sname
+                             : elf_symbol(info.dli_fname, reinterpret_cast<uintptr_t>(func) -
+                                                              reinterpret_cast<uintptr_t>(info.dli_fbase));
+  }
+  std::string name = mangled.empty() ? "kernel" : mangled;
   int status = 0;
-  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status),
+  std::unique_ptr<char, void (*)(void*)> demangled(abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status),
                                                    std::free);
-  return status == 0 && demangled ? demangled.get() : info.dli_sname;
+  if (status == 0 && demangled) name = demangled.get();
+  return names[func] = name;
 }
 
 std::string where(const Launch& L, const Thread* t) {
@@ -496,6 +542,7 @@ void launch(const void* func, dim3 grid, dim3 block, size_t smem, KernelBody bod
     if (g_config.order == Order::kRandom) std::shuffle(order.begin(), order.end(), L.rng);
   }
   ++g_stats.launches;
+  ++g_launches_of[func];
   g_launch = &L;
   for (uint64_t k = 0; k < blocks; ++k) {
     const uint64_t i = order.empty() ? k : order[k];
@@ -615,6 +662,18 @@ void cuemu_stats(long long* out) {
   out[1] = s.blocks;
   out[2] = s.threads;
   out[3] = s.switches;
+}
+// "name<TAB>launches" lines, one per kernel launched since the library was loaded (demangled
+// names), into ``buf``; returns the length needed (call again with a larger buffer if it is larger).
+int cuemu_kernel_launches(char* buf, int len) {
+  std::string text;
+  {
+    std::lock_guard<std::mutex> lock(cuemu::detail::g_mutex);
+    for (const auto& [func, n] : cuemu::detail::g_launches_of)
+      text += cuemu::detail::kernel_name(func) + "\t" + std::to_string(n) + "\n";
+  }
+  if (len > 0) std::snprintf(buf, static_cast<size_t>(len), "%s", text.c_str());
+  return static_cast<int>(text.size()) + 1;
 }
 // The half-type conversions of cuemu.h on n values (bf16: ``bf16`` != 0), to compare with torch's.
 void cuemu_floats_to_half_bits(const float* in, unsigned short* out, long long n, int bf16) {
