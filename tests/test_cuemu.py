@@ -14,7 +14,11 @@ import math
 import pytest
 import torch
 
+import attnfused
 import cuemu
+from attnfused.traffic import count_traffic
+from test_traffic import BLOCKS as TRAFFIC_BLOCKS, BUDGET as TRAFFIC_BUDGET
+from test_traffic import _block as traffic_block, _input as traffic_input
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 from attnfused.kernels.extension import CPU
 
@@ -287,6 +291,62 @@ def test_64bit_offsets():
         for i, (got, want) in enumerate(zip(_all_passes(prov, x, dy, t), _all_passes(prov, dense, dy, t))):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5,
                                        msg=lambda m: f"{prov.name}: pass {i} differs with a 2**31 batch stride: {m}")
+
+
+def _kernel_bytes(fn) -> tuple[int, int]:
+    """(bytes read from, bytes written to full-size tensors) by the CUDA kernels ``fn`` launched."""
+    before = cuemu.stats()
+    fn()
+    after = cuemu.stats()
+    return after["full_read_bytes"] - before["full_read_bytes"], after["full_write_bytes"] - before["full_write_bytes"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "offset"])
+@pytest.mark.parametrize("shape", [(3, 37, 9, 11), (2, 300, 3, 5), (1, 5, 40, 41), (4, 64, 1, 33)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_each_pass_touches_each_element_once(shape, layout, dtype):
+    """Per pass, the bytes the kernels move to and from full-size tensors, counted: every element
+    of ``x`` / ``dy`` read once (twice for the dot passes: dy and x), every element of the output
+    written once, on every path (vector heads and tails, tiles, splits on the 132-SM device)."""
+    b, c, h, w = shape
+    x = _input(shape, dtype, layout)
+    dy = make_input(shape, dtype, "nchw", seed=2)
+    t = _terms(b, c, h * w)
+    if dtype == torch.float64:
+        t = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
+    n = x.numel() * x.element_size()
+    for device in (1, 2):
+        cuemu.configure(device)
+        for what, fn, expected in (
+            ("pool_hw", lambda: EMU.pool_hw(x, True), (n, 0)),
+            ("pool_c", lambda: EMU.pool_c(x, t["ca"]), (n, 0)),
+            ("dot_hw", lambda: EMU.dot_hw(dy, x, t["sa"], t["da"], t["dm"], t["amc"]), (2 * n, 0)),
+            ("dot_c", lambda: EMU.dot_c(dy, x, t["ca"]), (2 * n, 0)),
+            ("scale", lambda: EMU.scale(x, t["ca"], t["sa"]), (n, n)),
+            ("grad_input", lambda: EMU.grad_input(dy, x, t["ca"], t["sa"], None, None, None, t["davg"]), (n, n)),
+        ):
+            assert _kernel_bytes(fn) == expected, f"{what} on device {device}"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", list(TRAFFIC_BLOCKS))
+def test_blocks_move_exactly_the_streaming_budget(name, layout):
+    """DESIGN.md §5's streaming budget on the CUDA kernels (tests/test_traffic.py checks the Triton
+    ones): full-size bytes of a block's forward and backward, counted in the emulator, are exactly
+    3 N / 4 N (SE, ECA, spatial) and 4 N / 6 N (CBAM), and no ATen op touches a full-size tensor."""
+    m, x = traffic_block(name), traffic_input(layout)
+    unit = x.numel() * x.element_size()
+    with attnfused.use_backend("cuemu"):
+        fwd = {}
+        fwd_bytes = sum(_kernel_bytes(lambda: fwd.update(t=count_traffic(m, x, full_numel=x.numel()))))
+        y = fwd["t"].result
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+        dy = dy.to(memory_format=torch.channels_last) if layout == "channels_last" else dy
+        bwd = {}
+        bwd_bytes = sum(_kernel_bytes(lambda: bwd.update(t=count_traffic(y.backward, dy, full_numel=x.numel()))))
+    assert fwd["t"].aten_ops == [] and bwd["t"].aten_ops == [], (fwd["t"].aten_ops, bwd["t"].aten_ops)
+    assert (fwd_bytes / unit, bwd_bytes / unit) == TRAFFIC_BUDGET[name]
 
 
 STAGES = [(256, 56), (1024, 14), (2048, 7)]

@@ -32,9 +32,27 @@ template <> struct Cvt<__nv_bfloat16> {
   __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
 };
 
+// Every access to a full-size tensor (x, dy, y, dx) goes through load_full / store_full: plain
+// accesses under nvcc; the test suite's emulator counts their bytes, to check the kernels against
+// the traffic budget of DESIGN.md §5 (tests/test_cuemu.py). T may be an element or a 16-byte pack.
+template <typename T>
+__device__ __forceinline__ T load_full(const T* p) {
+#ifdef ATTNFUSED_CUDA_EMU
+  ::cuemu::detail::count_full(sizeof(T), false);
+#endif
+  return *p;
+}
+template <typename T>
+__device__ __forceinline__ void store_full(T* p, const T& v) {
+#ifdef ATTNFUSED_CUDA_EMU
+  ::cuemu::detail::count_full(sizeof(T), true);
+#endif
+  *p = v;
+}
+
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t ld(const void* base, int64_t off) {
-  return static_cast<acc_t>(Cvt<scalar_t>::to(static_cast<const scalar_t*>(base)[off]));
+  return static_cast<acc_t>(Cvt<scalar_t>::to(load_full(static_cast<const scalar_t*>(base) + off)));
 }
 
 // The input dtype's rounding of an accumulator value (eager materialises x1 = x * ca).

@@ -50,9 +50,9 @@ __global__ void __launch_bounds__(kThreads) pointwise_vector_kernel(PointwiseArg
     const bool whole = i0 + kN <= total;  // only the last vector of an odd-sized tensor is partial
     P8 src;
     if (whole) {
-      src = *reinterpret_cast<const P8*>(in + i0);
+      src = load_full(reinterpret_cast<const P8*>(in + i0));
     } else {
-      for (int e = 0; e < kN; ++e) src.v[e] = i0 + e < total ? in[i0 + e] : in[i0];
+      for (int e = 0; e < kN; ++e) src.v[e] = i0 + e < total ? load_full(in + i0 + e) : src.v[0];
     }
     P8 dst;
 #pragma unroll
@@ -68,10 +68,10 @@ __global__ void __launch_bounds__(kThreads) pointwise_vector_kernel(PointwiseArg
       }
     }
     if (whole) {
-      *reinterpret_cast<P8*>(out + i0) = dst;
+      store_full(reinterpret_cast<P8*>(out + i0), dst);
     } else {
       for (int e = 0; e < kN; ++e)
-        if (i0 + e < total) out[i0 + e] = dst.v[e];
+        if (i0 + e < total) store_full(out + i0 + e, dst.v[e]);
     }
   }
 }
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) pointwise_generic_kernel(PointwiseAr
     }
     const int64_t b64 = b, c64 = c, p64 = p;
     const acc_t v = ld<scalar_t, acc_t>(w.a.data, b64 * w.a.sb + c64 * w.a.sc + p64 * w.a.sp);
-    out[b64 * w.ob + c64 * w.oc + p64 * w.op] = Cvt<scalar_t>::from(value_at<scalar_t, acc_t>(w, v, b64, c64, p64));
+    store_full(out + (b64 * w.ob + c64 * w.oc + p64 * w.op), Cvt<scalar_t>::from(value_at<scalar_t, acc_t>(w, v, b64, c64, p64)));
   }
 }
 

@@ -107,9 +107,9 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_kernel(ReduceArgs<acc_t>
     const auto* x = static_cast<const scalar_t*>(r.x.data) + row;
     for (int64_t q = lane; q < n_vec; q += 32) {
       const int64_t k = kv + q * VEC;
-      const Vec va = *reinterpret_cast<const Vec*>(a + k);
+      const Vec va = load_full(reinterpret_cast<const Vec*>(a + k));
       Vec vx{};
-      if (r.has_x) vx = *reinterpret_cast<const Vec*>(x + k);
+      if (r.has_x) vx = load_full(reinterpret_cast<const Vec*>(x + k));
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
         const acc_t xv = r.has_x ? static_cast<acc_t>(Cvt<scalar_t>::to(vx.v[e])) : acc_t(1);
@@ -155,9 +155,9 @@ __global__ void __launch_bounds__(kThreads) reduce_tile_kernel(ReduceArgs<acc_t>
     if (VEC > 1 && whole) {
       using Vec = Pack<scalar_t>;
       const int64_t at = value.offset(r.a, b, j0, k);  // == x's offset (same strides)
-      const Vec va = *reinterpret_cast<const Vec*>(static_cast<const scalar_t*>(r.a.data) + at);
+      const Vec va = load_full(reinterpret_cast<const Vec*>(static_cast<const scalar_t*>(r.a.data) + at));
       Vec vx{};
-      if (r.has_x) vx = *reinterpret_cast<const Vec*>(static_cast<const scalar_t*>(r.x.data) + at);
+      if (r.has_x) vx = load_full(reinterpret_cast<const Vec*>(static_cast<const scalar_t*>(r.x.data) + at));
 #pragma unroll
       for (int e = 0; e < VEC; ++e) {
         const acc_t xv = r.has_x ? static_cast<acc_t>(Cvt<scalar_t>::to(vx.v[e])) : acc_t(1);

@@ -107,11 +107,16 @@ def device_sms() -> list[int]:
     return [lb.cuemu_device_sms(i) for i in range(lb.cuemu_num_devices())]
 
 
+STATS = ("launches", "blocks", "threads", "switches", "full_read_bytes", "full_write_bytes")
+
+
 def stats() -> dict[str, int]:
-    """Launches, blocks, threads and fiber switches since the extension was loaded."""
-    out = (ctypes.c_longlong * 4)()
+    """Launches, blocks, threads, fiber switches, and the bytes the kernels read from / wrote to
+    full-size tensors (``load_full`` / ``store_full`` in csrc/cuda/common.cuh), since the extension
+    was loaded."""
+    out = (ctypes.c_longlong * len(STATS))()
     lib().cuemu_stats(out)
-    return dict(zip(("launches", "blocks", "threads", "switches"), out))
+    return dict(zip(STATS, out))
 
 
 def selftest(name: str, buffer: Optional[torch.Tensor] = None) -> Optional[str]:

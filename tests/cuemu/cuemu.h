@@ -203,6 +203,7 @@ uint64_t warp_collective(Op op, unsigned mask, uint64_t value, int arg, int widt
 unsigned active_mask();
 [[noreturn]] void trap(const char* why);
 void* dynamic_shared();
+void count_full(size_t bytes, bool write);  // csrc/cuda/common.cuh's load_full / store_full
 
 // A launch: validates the configuration, then runs ``body`` once per thread, block by block.
 struct KernelBody {

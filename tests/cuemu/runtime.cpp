@@ -51,7 +51,7 @@ struct Config {
 } g_config;
 
 struct Stats {
-  long long launches = 0, blocks = 0, threads = 0, switches = 0;
+  long long launches = 0, blocks = 0, threads = 0, switches = 0, full_read_bytes = 0, full_write_bytes = 0;
 } g_stats;
 
 std::map<const void*, int> g_max_dynamic_smem;  // cudaFuncSetAttribute per kernel
@@ -470,6 +470,11 @@ const dim3& block_dim() { return launch_state().block; }
 const dim3& grid_dim() { return launch_state().grid; }
 void* dynamic_shared() { return launch_state().dynamic.data(); }
 
+void count_full(size_t bytes, bool write) {
+  launch_state();  // only inside a launch
+  (write ? g_stats.full_write_bytes : g_stats.full_read_bytes) += static_cast<long long>(bytes);
+}
+
 void sync_threads() { sync_threads_reduce(-1, 0); }
 
 int sync_threads_reduce(int kind, int pred) {
@@ -655,13 +660,16 @@ int cuemu_configure(int device, int order, unsigned long long seed) {
 }
 int cuemu_num_devices() { return cuemu::detail::kNumDevices; }
 int cuemu_device_sms(int device) { return cuemu::detail::kDevices[device].sms; }
-// launches, blocks, threads, fiber switches since the library was loaded.
+// launches, blocks, threads, fiber switches, and the bytes the kernels read from and wrote to
+// full-size tensors (load_full / store_full), since the library was loaded.
 void cuemu_stats(long long* out) {
   const auto& s = cuemu::detail::g_stats;
   out[0] = s.launches;
   out[1] = s.blocks;
   out[2] = s.threads;
   out[3] = s.switches;
+  out[4] = s.full_read_bytes;
+  out[5] = s.full_write_bytes;
 }
 // "name<TAB>launches" lines, one per kernel launched since the library was loaded (demangled
 // names), into ``buf``; returns the length needed (call again with a larger buffer if it is larger).
