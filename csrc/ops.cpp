@@ -6,7 +6,7 @@
 //
 // Built a second way by the test suite (tests/cuemu, ATTNFUSED_CUDA_EMU): the CUDA kernels compiled
 // as host code against a CPU emulator, registered for CPU tensors in the namespace
-// ``attnfused_cuemu`` (module ``attnfused_cuemu``), the CPU kernels left out. The same glue below
+// ``attnfused_cuemu``, the CPU kernels left out. The same glue below
 // then feeds the CUDA kernels, so the tests check both.
 #include <Python.h>
 
@@ -21,14 +21,12 @@
 
 #include "entry.h"
 
+// The op namespace. The Python module is named by the build (TORCH_EXTENSION_NAME: _C, or the
+// emulator's extension).
 #ifdef ATTNFUSED_CUDA_EMU
-#define ATTNFUSED_OPS attnfused_cuemu  // op namespace, also the Python module's name
-#define ATTNFUSED_MODULE_NAME "attnfused_cuemu"
-#define ATTNFUSED_MODULE_INIT PyInit_attnfused_cuemu
+#define ATTNFUSED_OPS attnfused_cuemu
 #else
 #define ATTNFUSED_OPS attnfused_C
-#define ATTNFUSED_MODULE_NAME "_C"
-#define ATTNFUSED_MODULE_INIT PyInit__C
 #endif
 
 namespace attnfused {
@@ -451,8 +449,8 @@ TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
 
 // A plain Python module: importing attnfused._C registers the ops above; ``WITH_CUDA`` says
 // whether the CUDA kernels were compiled in.
-extern "C" PyObject* ATTNFUSED_MODULE_INIT(void) {
-  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, ATTNFUSED_MODULE_NAME,
+extern "C" PyObject* C10_CONCATENATE(PyInit_, TORCH_EXTENSION_NAME)(void) {
+  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, C10_STRINGIZE(TORCH_EXTENSION_NAME),
                                    "attnfused compiled kernels (CPU, CUDA)", -1, nullptr};
   PyObject* mod = PyModule_Create(&def);
   if (mod) PyModule_AddIntConstant(mod, "WITH_CUDA", ATTNFUSED_HAS_CUDA);

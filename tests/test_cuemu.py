@@ -10,6 +10,9 @@ reductions split), 64-bit offsets, and the ResNet-50 stage shapes of tests/test_
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -347,6 +350,30 @@ def test_blocks_move_exactly_the_streaming_budget(name, layout):
         bwd_bytes = sum(_kernel_bytes(lambda: bwd.update(t=count_traffic(y.backward, dy, full_numel=x.numel()))))
     assert fwd["t"].aten_ops == [] and bwd["t"].aten_ops == [], (fwd["t"].aten_ops, bwd["t"].aten_ops)
     assert (fwd_bytes / unit, bwd_bytes / unit) == TRAFFIC_BUDGET[name]
+
+
+def _asan_runtime() -> list[str]:
+    """libasan and libstdc++ of the compiler torch builds extensions with, or [] if it has no ASan."""
+    libs = []
+    for lib in ("libasan.so", "libstdc++.so"):
+        path = subprocess.run(["c++", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
+        if not os.path.isabs(path):
+            return []
+        libs.append(path)
+    return libs
+
+
+def test_no_out_of_bounds_access_under_address_sanitizer():
+    """tests/cuemu/asan_check.py: every pass on every path and the blocks' forward + backward, on
+    the emulator built with -fsanitize=address (found: the vector kernel's last, partial vector
+    gathered the small terms of elements past the tensor's end)."""
+    libs = _asan_runtime()
+    if not libs:
+        pytest.skip("the C++ compiler has no AddressSanitizer runtime")
+    env = dict(os.environ, LD_PRELOAD=" ".join(libs), ASAN_OPTIONS="detect_leaks=0")
+    script = os.path.join(os.path.dirname(__file__), "cuemu", "asan_check.py")
+    out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0 and "ASAN-OK" in out.stdout, (out.stdout + out.stderr)[-6000:]
 
 
 STAGES = [(256, 56), (1024, 14), (2048, 7)]

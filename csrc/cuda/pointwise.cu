@@ -47,31 +47,29 @@ __global__ void __launch_bounds__(kThreads) pointwise_vector_kernel(PointwiseArg
     index_t l = i0 - r * L;
     index_t b = r / K;
     index_t k = r - b * K;
-    const bool whole = i0 + kN <= total;  // only the last vector of an odd-sized tensor is partial
-    P8 src;
-    if (whole) {
-      src = load_full(reinterpret_cast<const P8*>(in + i0));
-    } else {
-      for (int e = 0; e < kN; ++e) src.v[e] = i0 + e < total ? load_full(in + i0 + e) : src.v[0];
-    }
-    P8 dst;
-#pragma unroll
-    for (int e = 0; e < kN; ++e) {
+    // Element e of the vector at (b, c, p), then a step to the next row (and sample) along memory
+    // order. Only elements inside the tensor are computed: past its end, b would index the small
+    // terms out of bounds.
+    auto element = [&](scalar_t a) {
       const int64_t c = C_FAST ? l : k, p = C_FAST ? k : l;
-      dst.v[e] = Cvt<scalar_t>::from(value_at<scalar_t, acc_t>(w, Cvt<scalar_t>::to(src.v[e]), b, c, p));
-      if (++l == L) {  // step to the next row (and sample) along memory order
+      const scalar_t y = Cvt<scalar_t>::from(value_at<scalar_t, acc_t>(w, Cvt<scalar_t>::to(a), b, c, p));
+      if (++l == L) {
         l = 0;
         if (++k == K) {
           k = 0;
           ++b;
         }
       }
-    }
-    if (whole) {
+      return y;
+    };
+    if (i0 + kN <= total) {
+      const P8 src = load_full(reinterpret_cast<const P8*>(in + i0));
+      P8 dst;
+#pragma unroll
+      for (int e = 0; e < kN; ++e) dst.v[e] = element(src.v[e]);
       store_full(reinterpret_cast<P8*>(out + i0), dst);
-    } else {
-      for (int e = 0; e < kN; ++e)
-        if (i0 + e < total) store_full(out + i0 + e, dst.v[e]);
+    } else {  // the last vector of a tensor whose size is not a multiple of kN
+      for (index_t i = i0; i < total; ++i) store_full(out + i, element(load_full(in + i)));
     }
   }
 }

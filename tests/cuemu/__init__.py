@@ -46,9 +46,10 @@ def _wrappers(build_dir: Path) -> list[str]:
     return out
 
 
-def load():
+def load(asan: bool = False):
     """The emulator's extension module (built on first call); raises RuntimeError with the
-    compiler's output when it does not build."""
+    compiler's output when it does not build. ``asan``: the AddressSanitizer build (its own
+    module; only loadable in a process started with libasan preloaded, see test_cuemu.py)."""
     with _lock:
         if "module" in _state:
             return _state["module"]
@@ -56,7 +57,9 @@ def load():
             raise RuntimeError(_state["error"])
         from torch.utils.cpp_extension import _get_build_directory, load as load_ext
 
-        build_dir = Path(_get_build_directory(NAME, verbose=False))
+        name = NAME + ("_asan" if asan else "")
+        sanitize = ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []
+        build_dir = Path(_get_build_directory(name, verbose=False))
         sources = [
             str(ROOT / "csrc" / "ops.cpp"),
             str(HERE / "runtime.cpp"),
@@ -65,9 +68,10 @@ def load():
         ]
         try:
             module = load_ext(
-                name=NAME,
+                name=name,
                 sources=sources,
-                extra_cflags=["-O2", "-DATTNFUSED_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unused-function"],
+                extra_cflags=["-O2", "-DATTNFUSED_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unused-function", *sanitize],
+                extra_ldflags=sanitize,
                 extra_include_paths=[str(HERE / "include")],
                 build_directory=str(build_dir),
                 with_cuda=False,

@@ -24,6 +24,10 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 namespace cuemu {
 namespace detail {
@@ -113,9 +117,11 @@ cuemu_switch:
 
 struct Context {
   void* sp = nullptr;
+  const void* stack_bottom = nullptr;  // for AddressSanitizer's fiber annotations
+  size_t stack_bytes = 0;
 };
 
-void init_context(Context& c, const Stack& s) {
+void raw_init(Context& c, const Stack& s) {
   auto* top = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(s.base + s.bytes)) & ~uintptr_t{15});
   uint32_t mxcsr;
   uint16_t fpcw;
@@ -134,13 +140,15 @@ void init_context(Context& c, const Stack& s) {
   c.sp = &top[-9];
 }
 
-void switch_context(Context& from, Context& to) { cuemu_switch(&from.sp, to.sp); }
+void raw_switch(Context& from, Context& to) { cuemu_switch(&from.sp, to.sp); }
 #else
 struct Context {
   ucontext_t uc;
+  const void* stack_bottom = nullptr;
+  size_t stack_bytes = 0;
 };
 
-void init_context(Context& c, const Stack& s) {
+void raw_init(Context& c, const Stack& s) {
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = s.base;
   c.uc.uc_stack.ss_size = s.bytes;
@@ -148,8 +156,32 @@ void init_context(Context& c, const Stack& s) {
   makecontext(&c.uc, &fiber_main, 0);
 }
 
-void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+void raw_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
 #endif
+
+void init_context(Context& c, const Stack& s) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A reused stack may hold the redzones of frames a fiber abandoned (it never returns): clear them.
+  __asan_unpoison_memory_region(s.base + 4096, s.bytes - 4096);
+#endif
+  c.stack_bottom = s.base + 4096;
+  c.stack_bytes = s.bytes - 4096;
+  raw_init(c, s);
+}
+
+// Under AddressSanitizer (the tests' ASan build of the emulator) every switch is announced, so that
+// it knows which stack is live; ``for_good``: ``from`` is never resumed.
+void switch_context(Context& from, Context& to, bool for_good = false) {
+#if defined(__SANITIZE_ADDRESS__)
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(for_good ? nullptr : &fake, to.stack_bottom, to.stack_bytes);
+  raw_switch(from, to);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)for_good;
+  raw_switch(from, to);
+#endif
+}
 
 // ---- Threads and the launch in progress.
 enum class State : uint8_t { kRunnable, kBarrier, kWarp, kDone };
@@ -274,7 +306,7 @@ const char* op_name(Op op) {
   Thread* t = L.current;
   if (L.error.empty()) L.error = why + " (" + where(L, t) + ")";
   t->state = State::kDone;
-  switch_context(t->ctx, L.scheduler);
+  switch_context(t->ctx, L.scheduler, true);
   std::abort();  // never resumed
 }
 
@@ -286,9 +318,13 @@ void yield_to_scheduler() {
 
 void fiber_main() {
   Launch& L = launch_state();
+#if defined(__SANITIZE_ADDRESS__)
+  // First run of this fiber: learn the scheduler's stack (the thread's own) from the switch here.
+  __sanitizer_finish_switch_fiber(nullptr, &L.scheduler.stack_bottom, &L.scheduler.stack_bytes);
+#endif
   L.body.run(L.body.ctx);
   L.current->state = State::kDone;
-  switch_context(L.current->ctx, L.scheduler);
+  switch_context(L.current->ctx, L.scheduler, true);
   std::abort();  // a finished fiber is never resumed
 }
 
