@@ -10,6 +10,9 @@
 #   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, compile default
 #                mode, bf16 end to end, everything stopped after BENCH_MINUTES, default 6)
 #   TEST_ARGS    extra arguments for pytest
+#   TEST_WORKERS pytest-xdist worker processes for the test step (default 8 where xdist is installed,
+#                as on the lent H200 image: Triton's JIT compiles of the kernel variants dominate a
+#                first run and spread over the CPU cores; 0 or 1: one process)
 # Optional step "cuda_scalar" (not in the default list): the cuda provider's micro rows again with
 # its 16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar", to time one against the other.
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
@@ -41,7 +44,11 @@ for s in ${STEPS:-install tests bench}; do
   case $s in
     install) step install env MAX_JOBS=16 pip install --no-build-isolation --no-deps -v -e . ;;
     # shellcheck disable=SC2086
-    tests) step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" ${TEST_ARGS:-} ;;
+    tests)
+      WORKERS=${TEST_WORKERS:-8}
+      XDIST=""
+      if [ "$WORKERS" -gt 1 ] && python -c "import xdist" 2>/dev/null; then XDIST="-n $WORKERS"; fi
+      step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" $XDIST ${TEST_ARGS:-} ;;
     # shellcheck disable=SC2086
     bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
     cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 python -m attnfused.bench --out "$OUT_DIR" \
