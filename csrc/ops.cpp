@@ -1,13 +1,13 @@
 // attnfused._C: the kernel passes as torch ops (namespace ``attnfused_C``), one schema each, with a
 // CPU and (when built with CUDA) a CUDA implementation. The block-level custom op
 // ``attnfused::attention`` (Python, attnfused/ops/attention.py) calls them through the "cpu" and
-// "cuda" providers (attnfused/kernels/extension.py); // this file only checks inputs, views tensors
+// "cuda" providers (attnfused/kernels/extension.py); this file only checks inputs, views tensors
 // as [B, C, P], allocates outputs and hands plain structs to the kernels (entry.h).
 //
 // Built a second way by the test suite (tests/cuemu, ATTNFUSED_CUDA_EMU): the CUDA kernels compiled
 // as host code against a CPU emulator, registered for CPU tensors in the namespace
-// ``attnfused_cuemu``, the CPU kernels left out. The same glue below
-// then feeds the CUDA kernels, so the tests check both.
+// ``attnfused_cuemu``, the CPU kernels left out. The same glue then feeds the CUDA kernels, so the
+// tests check both.
 #include <Python.h>
 
 #include <ATen/ATen.h>
@@ -418,23 +418,17 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
 #endif
 }
 
-#ifdef ATTNFUSED_CUDA_EMU
-// The CUDA kernels, emulated, on CPU tensors.
+// CPU tensors: the CPU kernels; in the emulator's build, the CUDA kernels (emulated) for the passes.
 TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
-}
-#else
-TORCH_LIBRARY_IMPL(attnfused_C, CPU, m) {
-  m.impl("reduce_hw", &attnfused::reduce_hw_op);
-  m.impl("reduce_c", &attnfused::reduce_c_op);
-  m.impl("pointwise", &attnfused::pointwise_op);
+#ifndef ATTNFUSED_CUDA_EMU
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
   m.impl("spatial_stage", &attnfused::spatial_stage_op);
-}
 #endif
+}
 
 #ifdef ATTNFUSED_WITH_CUDA
 TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {

@@ -121,6 +121,48 @@ def test_backend_names_and_context_manager():
     assert set(attnfused.BACKENDS) >= {"auto", "reference", "triton", "cuda", "cpu"}
 
 
+def test_registered_provider_becomes_a_backend(monkeypatch):
+    """attnfused.kernels.register_provider: the name works everywhere a backend name does and its
+    provider runs the passes; built-in and invalid names are refused."""
+    from attnfused import kernels
+    from attnfused._backend import backend_names
+    from attnfused.kernels.extension import CPU
+
+    # The registry as it was, back after the test.
+    monkeypatch.setattr(kernels, "_registered", list(kernels._registered))
+    monkeypatch.setattr(kernels, "_loaded", dict(kernels._loaded))
+
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def check_device(self, device):
+            CPU.check_device(device)
+
+        def __getattr__(self, attr):  # every pass: count it, run the cpu provider's
+            def call(*args, **kwargs):
+                calls.append(attr)
+                return getattr(CPU, attr)(*args, **kwargs)
+
+            return call
+
+    if not kernels.provider_available("cpu", torch.device("cpu")):
+        pytest.skip("needs the cpu provider (attnfused._C)")
+    kernels.register_provider("counting", Counting())
+    assert "counting" in backend_names() and "counting" not in attnfused.BACKENDS
+    w1, w2 = _se_weights(device="cpu")
+    x = torch.randn(2, 8, 4, 4)
+    with attnfused.use_backend("counting"):
+        y = AF.se(x, w1, w2)
+    with attnfused.use_backend("reference"):
+        torch.testing.assert_close(y, AF.se(x, w1, w2))
+    assert calls[:1] == ["pool_hw"] and "scale" in calls
+    for bad in ("cpu", "auto", "reference", "not a name", 3):
+        with pytest.raises(ValueError, match="cannot register"):
+            kernels.register_provider(bad, Counting())
+
+
 def test_provider_for_another_device_is_refused():
     w1, w2 = _se_weights()
     x = torch.randn(2, 8, 4, 4, device=DEVICE)

@@ -4,7 +4,9 @@ The block tests run the "cuemu" provider like any other (parity, gradcheck, opch
 input). Here: that the emulator behaves as CUDA does and refuses what CUDA leaves undefined (its
 own kernels, tests/cuemu/selftest_kernels.cpp), and what the block tests do not reach: results that
 do not depend on the schedule, every launch shape (the emulated GPUs' SM counts decide how the
-reductions split), 64-bit offsets, and the ResNet-50 stage shapes of tests/test_gpu.py.
+reductions split), which kernel (vector or scalar) each layout gets, the bytes each pass and block
+moves (DESIGN.md §5), out-of-bounds accesses (an AddressSanitizer build), 64-bit offsets, and the
+ResNet-50 stage shapes of tests/test_gpu.py.
 """
 
 from __future__ import annotations

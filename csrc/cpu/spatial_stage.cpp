@@ -14,7 +14,6 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-
 View at_sample(View v, int64_t b, size_t bytes) {
   v.data = static_cast<const char*>(v.data) + b * v.sb * static_cast<int64_t>(bytes);
   return v;

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Optional
@@ -55,11 +56,14 @@ def load(asan: bool = False):
             return _state["module"]
         if "error" in _state:
             raise RuntimeError(_state["error"])
-        from torch.utils.cpp_extension import _get_build_directory, load as load_ext
+        from torch.utils import cpp_extension
 
         name = NAME + ("_asan" if asan else "")
         sanitize = ["-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []
-        build_dir = Path(_get_build_directory(name, verbose=False))
+        try:  # torch's own place for JIT extensions (TORCH_EXTENSIONS_DIR), private but long-lived
+            build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+        except AttributeError:
+            build_dir = Path(tempfile.gettempdir()) / "attnfused_cuemu_build" / name
         sources = [
             str(ROOT / "csrc" / "ops.cpp"),
             str(HERE / "runtime.cpp"),
@@ -67,7 +71,7 @@ def load(asan: bool = False):
             *_wrappers(build_dir / "wrappers"),
         ]
         try:
-            module = load_ext(
+            module = cpp_extension.load(
                 name=name,
                 sources=sources,
                 extra_cflags=["-O2", "-DATTNFUSED_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unused-function", *sanitize],
@@ -173,6 +177,12 @@ class EmulatedCUDAProvider(ExtensionProvider):
         except RuntimeError as e:
             return str(e)
         return None
+
+    def check_device(self, device: torch.device) -> None:
+        # The device first: asking about a CUDA tensor must not build the emulator.
+        if device.type != self.device_type:
+            raise RuntimeError(f"attnfused backend 'cuemu' runs on CPU tensors (the CUDA kernels emulated), got {device.type}")
+        super().check_device(device)
 
 
 PROVIDER = EmulatedCUDAProvider()
