@@ -147,21 +147,25 @@ def test_half_conversions_match_torch(bf16):
 # ---- The CUDA kernels on it.
 
 
-def _terms(b: int, c: int, p: int, seed: int = 0) -> dict:
+def _terms(b: int, c: int, p: int, dtype: torch.dtype, seed: int = 0) -> dict:
+    """Every small term of the passes, in the accumulation dtype of inputs of ``dtype``."""
     g = torch.Generator().manual_seed(seed)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return t.to(acc)
+
     return {
-        "ca": torch.rand(b, c, generator=g) + 0.5, "sa": torch.rand(b, p, generator=g) + 0.5,
-        "da": torch.randn(b, p, generator=g), "dm": torch.randn(b, p, generator=g),
+        "ca": f(torch.rand(b, c, generator=g) + 0.5), "sa": f(torch.rand(b, p, generator=g) + 0.5),
+        "da": f(torch.randn(b, p, generator=g)), "dm": f(torch.randn(b, p, generator=g)),
         "amc": torch.randint(0, c, (b, p), generator=g, dtype=torch.int32),
-        "davg": torch.randn(b, c, generator=g), "dmax": torch.randn(b, c, generator=g),
+        "davg": f(torch.randn(b, c, generator=g)), "dmax": f(torch.randn(b, c, generator=g)),
         "amp": torch.randint(0, p, (b, c), generator=g, dtype=torch.int32),
     }
 
 
 def _all_passes(prov, x: torch.Tensor, dy: torch.Tensor, t: dict) -> list[torch.Tensor]:
     """Every pass of the provider contract (attnfused/kernels/__init__.py), with every term."""
-    if x.dtype == torch.float64:
-        t = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
     out = [*prov.pool_hw(x, True), *prov.pool_c(x, t["ca"]), *prov.pool_c(x, None)]
     out.append(prov.dot_hw(dy, x, t["sa"], t["da"], t["dm"], t["amc"]))
     out.append(prov.dot_hw(dy, x))
@@ -197,7 +201,7 @@ def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layou
     b, c, h, w = shape
     x = _input(shape, dtype, layout)
     dy = make_input(shape, dtype, "nchw", seed=2)
-    t = _terms(b, c, h * w)
+    t = _terms(b, c, h * w, dtype)
     expected = _all_passes(CPU, x, dy, t)
     rtol, atol = TOL[dtype] if dtype != torch.bfloat16 else TOL[torch.float32]
     for device in DEVICES:
@@ -236,8 +240,7 @@ def test_pointwise_is_vectorised_where_layouts_allow(dtype):
     """16-byte loads and stores when ``a`` and ``out`` are dense in one layout and aligned (both
     layouts, odd sizes: the last vector is partial); the generic kernel otherwise."""
     shape = (3, 5, 7, 9)
-    t = _terms(3, 5, 63)
-    t = {k: v.double() if v.is_floating_point() and dtype == torch.float64 else v for k, v in t.items()}
+    t = _terms(3, 5, 63, dtype)
     for layout, kernel in (("nchw", "pointwise_vector_kernel"), ("channels_last", "pointwise_vector_kernel"),
                            ("offset", "pointwise_generic_kernel")):
         x = _input(shape, dtype, layout)
@@ -291,7 +294,7 @@ def test_64bit_offsets():
     x.copy_(make_input((b, c, h, w), torch.bfloat16, "nchw"))
     dense = x.contiguous()
     dy = make_input((b, c, h, w), torch.bfloat16, "nchw", seed=2)
-    t = _terms(b, c, h * w)
+    t = _terms(b, c, h * w, torch.bfloat16)
     for prov in (EMU, CPU):
         for i, (got, want) in enumerate(zip(_all_passes(prov, x, dy, t), _all_passes(prov, dense, dy, t))):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5,
@@ -317,9 +320,7 @@ def test_each_pass_touches_each_element_once(shape, layout, dtype):
     b, c, h, w = shape
     x = _input(shape, dtype, layout)
     dy = make_input(shape, dtype, "nchw", seed=2)
-    t = _terms(b, c, h * w)
-    if dtype == torch.float64:
-        t = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
+    t = _terms(b, c, h * w, dtype)
     n = x.numel() * x.element_size()
     for device in (1, 2):
         cuemu.configure(device)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -31,6 +32,16 @@ template <> struct Cvt<__nv_bfloat16> {
   __device__ __forceinline__ static float to(__nv_bfloat16 v) { return __bfloat162float(v); }
   __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
 };
+
+// 16 bytes of elements: what the vector paths load and store in one instruction (4 fp32, 8
+// fp16/bf16, 2 fp64), from 16-byte aligned addresses.
+template <typename scalar_t>
+struct alignas(16) Pack {
+  static constexpr int kN = 16 / sizeof(scalar_t);
+  scalar_t v[kN];
+};
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Every access to a full-size tensor (x, dy, y, dx) goes through load_full / store_full: plain
 // accesses under nvcc; the test suite's emulator counts their bytes, to check the kernels against

@@ -18,12 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename scalar_t>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(scalar_t);
-  scalar_t v[kN];
-};
-
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t value_at(const PointwiseArgs<acc_t>& w, acc_t v, int64_t b, int64_t c, int64_t p) {
   return pointwise_value(v, w.t, w.ca_first, w.round_x1, b * w.C + c, b * w.P + p, c, p,
@@ -114,8 +108,6 @@ bool same_dense_layout(const PointwiseArgs<acc_t>& w, bool* c_fast) {
   }
   return false;
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 template <typename scalar_t, typename acc_t>
 void launch(const PointwiseArgs<acc_t>& w, cudaStream_t stream) {

@@ -26,12 +26,6 @@ namespace {
 constexpr int kWarps = 8;     // warps per CTA
 constexpr int kThreads = 32 * kWarps;
 
-template <typename scalar_t>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(scalar_t);
-  scalar_t v[kN];
-};
-
 // value(b, j, k, a, x): the reduced quantity at kept index j, reduced index k, from the loaded
 // elements of ``a`` and (dot only) ``x``.
 template <typename scalar_t, typename acc_t, bool OVER_C>
@@ -209,8 +203,6 @@ __global__ void combine_kernel(const acc_t* sum, const acc_t* mx, const int32_t*
     out_arg[i] = a;
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Which kernel a reduction takes and with how many elements per load: decided from the arguments
 // alone (not n_split), so reduce_shape and the launch agree.

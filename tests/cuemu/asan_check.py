@@ -25,7 +25,7 @@ for shape in SCHEDULE_SHAPES:
             for device in (1, 2):  # many splits, none
                 cuemu.configure(device)
                 _all_passes(cuemu.PROVIDER, _input(shape, dtype, layout), make_input(shape, dtype, "nchw", 2),
-                            _terms(b, c, h * w))
+                            _terms(b, c, h * w, dtype))
 cuemu.configure(1)
 for block in ("se_max", "eca", "cbam_fc", "spatial7"):
     for shape in ((2, 5, 3, 7), (1, 33, 9, 1)):
