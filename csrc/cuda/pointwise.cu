@@ -113,12 +113,12 @@ template <typename scalar_t, typename acc_t>
 void launch(const PointwiseArgs<acc_t>& w, cudaStream_t stream) {
   const int64_t total = w.B * w.C * w.P;
   const int64_t waves = static_cast<int64_t>(sm_count()) * 8;  // 8 CTAs of 256 threads per SM
-  const bool small = total <= int64_t{INT32_MAX} - 64;  // 32-bit index math (with room for a vector)
+  const bool index32 = total <= int64_t{INT32_MAX} - 64;  // 32-bit index math (with room for a vector)
   bool c_fast = w.oc < w.op;
   if (vectors_enabled() && same_dense_layout(w, &c_fast) && aligned16(w.a.data) && aligned16(w.out)) {
     constexpr int kN = Pack<scalar_t>::kN;
     const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min(cdiv(cdiv(total, kN), kThreads), waves)));
-    if (small) {
+    if (index32) {
       const auto n = static_cast<uint32_t>(total);
       c_fast ? launch_kernel(pointwise_vector_kernel<scalar_t, acc_t, uint32_t, true>, blocks, kThreads, 0, stream, w, n)
              : launch_kernel(pointwise_vector_kernel<scalar_t, acc_t, uint32_t, false>, blocks, kThreads, 0, stream, w, n);
@@ -130,7 +130,7 @@ void launch(const PointwiseArgs<acc_t>& w, cudaStream_t stream) {
     return;
   }
   const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min(cdiv(total, kThreads), waves)));
-  if (small) {
+  if (index32) {
     launch_kernel(pointwise_generic_kernel<scalar_t, acc_t, uint32_t>, blocks, kThreads, 0, stream, w, c_fast);
   } else {
     launch_kernel(pointwise_generic_kernel<scalar_t, acc_t, uint64_t>, blocks, kThreads, 0, stream, w, c_fast);
