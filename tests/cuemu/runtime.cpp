@@ -606,22 +606,17 @@ float half_bits_to_float(uint16_t h) {
   const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
   uint32_t bits;
   if (exp == 0) {
-    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;  // mant * 2^-24, exact
-    std::memcpy(&bits, &v, 4);
-    bits |= sign;
+    bits = __float_as_uint(static_cast<float>(mant) * 5.9604644775390625e-8f) | sign;  // mant * 2^-24, exact
   } else if (exp == 31) {
     bits = sign | 0x7f800000u | (mant << 13);
   } else {
     bits = sign | ((exp + 112) << 23) | (mant << 13);
   }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+  return __uint_as_float(bits);
 }
 
 uint16_t float_to_half_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
+  const uint32_t x = __float_as_uint(f);
   const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
   if (ax > 0x7f800000u) return static_cast<uint16_t>(0x7fffu);  // NaN: CUDA's canonical one
   if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to inf
@@ -640,16 +635,10 @@ uint16_t float_to_half_bits(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
-float bf16_bits_to_float(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+float bf16_bits_to_float(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 
 uint16_t float_to_bf16_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
+  const uint32_t x = __float_as_uint(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(0x7fffu);
   return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
