@@ -24,7 +24,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   auto* out = static_cast<scalar_t*>(w.out);
   if (w.oc < w.op) {  // rows of C per (b, p): the spatial terms are per row, the channel ones per element
     at::parallel_for(0, w.B * P, grain_for(C), [&](int64_t begin, int64_t end) {
-      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
+      for_rows_reverse(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         const acc_t sa = kMid ? t.sa[i] : acc_t(1), da = kMid ? t.da[i] : acc_t(0), dm = kMid ? t.dm[i] : acc_t(0);
@@ -50,7 +50,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
     return;
   }
   at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
-    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
+    for_rows_reverse(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       const acc_t g = kCa ? t.ca[i] : acc_t(1), d = kAvg ? t.davg[i] : acc_t(0);
@@ -121,7 +121,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
 
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
-      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
+      for_rows_reverse(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
@@ -151,7 +151,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
     return;
   }
   at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
-    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
+    for_rows_reverse(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
