@@ -101,6 +101,14 @@ def attention(
         if spatial.norm and (bn_train or bn_mean is None) and n <= 1:
             # as nn.BatchNorm2d: batch statistics of a single value are meaningless
             raise ValueError(f"the spatial BatchNorm in training needs more than 1 value (B*H*W = {n})")
+    return _run(x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, bn_momentum)
+
+
+def _run(
+    x: Tensor, channel: Optional[ChannelSpec], w1, b1, w2, b2, spatial: Optional[SpatialSpec], sw, sb,
+    bn_weight, bn_bias, bn_mean, bn_var, bn_eps: float = 1e-5, bn_train: bool = False, bn_momentum: float = 0.1,
+) -> Tensor:
+    """:func:`attention` after its checks: the fused op or the reference."""
     args = (channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train)
     if use_reference(x):
         return reference.attention(x, *args, bn_momentum)
@@ -118,14 +126,22 @@ def _update_running_stats(moments: Tensor, mean: Tensor, var: Tensor, momentum: 
         var.mul_(1 - momentum).add_(batch_var * (n / max(n - 1, 1)) * momentum)
 
 
-def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str) -> None:
-    """The source text's gates: "fc" weights are Linear matrices, checked strictly (the family's
-    :func:`attention` also takes 1x1 conv weights)."""
-    check_choice("gate", gate, GATES)
+def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spec: ChannelSpec) -> None:
+    """The source text's gates, all of :func:`attention`'s channel checks: "fc" weights are Linear
+    matrices, checked strictly (the family's :func:`attention` also takes 1x1 conv weights). ``gate``
+    is already known to be one of GATES."""
     check_x(x)
     if gate == "fc":
         check_weight("w1", w1, (None, x.shape[1]), x)
         check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
+    else:
+        _check_channel(x, spec, w1, None, w2, None)
+
+
+# The source text's specs, built once (a spec's checks cost ~1 us per call); a plain dict, which
+# torch.compile traces as a constant lookup.
+_SOURCE_SPECS = {(g, p): ChannelSpec(gate=g, pool=p) for g in GATES for p in POOLS}
+_SOURCE_SPATIAL = SpatialSpec()
 
 
 def channel_gate(
@@ -134,8 +150,10 @@ def channel_gate(
     """``x * sigmoid(G(pool(x)))``: SE (``gate="fc"``), ECA (``gate="conv"``), CBAM's channel stage
     (``pool="avgmax"``: the gate on avg and max stats, summed before the sigmoid). No biases."""
     check_choice("pool", pool, POOLS)
-    _check_source_gate(x, w1, w2, gate)
-    return attention(x, ChannelSpec(gate=gate, pool=pool), w1, None, w2)
+    check_choice("gate", gate, GATES)
+    spec = _SOURCE_SPECS[gate, pool]
+    _check_source_gate(x, w1, w2, gate, spec)
+    return _run(x, spec, w1, None, w2, None, None, None, None, None, None, None, None)
 
 
 def se(x: Tensor, w1: Tensor, w2: Tensor, pool: str = "avg") -> Tensor:
@@ -156,10 +174,15 @@ def channel_attention(x: Tensor, w1: Tensor, w2: Optional[Tensor] = None, gate: 
 
 def spatial_attention(x: Tensor, weight: Tensor) -> Tensor:
     """CBAM spatial attention: ``weight`` ``[1, 2, k, k]`` over the maps ``[max_C x, mean_C x]``."""
-    return attention(x, spatial=SpatialSpec(), sw=weight)
+    check_x(x)
+    _check_spatial(x, _SOURCE_SPATIAL, weight, None, None, None, None, None)
+    return _run(x, None, None, None, None, None, _SOURCE_SPATIAL, weight, None, None, None, None, None)
 
 
 def cbam(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spatial_weight: Tensor) -> Tensor:
     """CBAM: channel attention (``gate`` "fc" or "conv") then spatial attention, as one fused block."""
-    _check_source_gate(x, w1, w2, gate)
-    return attention(x, ChannelSpec(gate=gate, pool="avgmax"), w1, None, w2, None, SpatialSpec(), spatial_weight)
+    check_choice("gate", gate, GATES)
+    spec = _SOURCE_SPECS[gate, "avgmax"]
+    _check_source_gate(x, w1, w2, gate, spec)
+    _check_spatial(x, _SOURCE_SPATIAL, spatial_weight, None, None, None, None, None)
+    return _run(x, spec, w1, None, w2, None, _SOURCE_SPATIAL, spatial_weight, None, None, None, None, None)

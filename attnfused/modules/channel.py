@@ -21,6 +21,13 @@ def _fc_layers(channels: int, ratio: int) -> nn.Sequential:
     )
 
 
+def _fc_weights(fc_layers: nn.Sequential) -> tuple[Tensor, Tensor]:
+    """The two Linear weights of :func:`_fc_layers`. By key: ``Sequential[i]`` walks the container
+    (~2 us a call on CPU, as much as a whole pass over a small tensor)."""
+    layers = fc_layers._modules
+    return layers["0"].weight, layers["2"].weight
+
+
 def _eca_conv(channels: int, gamma: float, b: float) -> nn.Conv1d:
     k = eca_kernel_size(channels, gamma, b)
     return nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
@@ -36,7 +43,7 @@ class SEBlock(nn.Module):
         self.fc_layers = _fc_layers(channels, ratio)
 
     def forward(self, x: Tensor) -> Tensor:
-        return AF.se(x, self.fc_layers[0].weight, self.fc_layers[2].weight, self.mode)
+        return AF.se(x, *_fc_weights(self.fc_layers), self.mode)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, channels={self.channels}"
@@ -62,7 +69,7 @@ class ChannelAttentionFC(nn.Module):
         self.fc_layers = _fc_layers(channels, ratio)
 
     def gate_weights(self) -> tuple[Tensor, Tensor, str]:
-        return self.fc_layers[0].weight, self.fc_layers[2].weight, "fc"
+        return (*_fc_weights(self.fc_layers), "fc")
 
     def forward(self, x: Tensor) -> Tensor:
         return AF.channel_attention(x, *self.gate_weights())

@@ -110,11 +110,16 @@ def _channel_weights(w1, b1, w2, b2, cs: ChannelSpec, acc: torch.dtype) -> dict:
     if cs.gate == "conv":
         return {"w1": _cast(w1, acc).reshape(1, 1, -1), "b1": None, "w2": None, "b2": None}
     return {
-        "w1": _cast(w1, acc).reshape(w1.shape[0], -1),
+        "w1": _matrix(_cast(w1, acc)),
         "b1": _cast(b1, acc),
-        "w2": None if w2 is None else _cast(w2, acc).reshape(w2.shape[0], -1),
+        "w2": None if w2 is None else _matrix(_cast(w2, acc)),
         "b2": _cast(b2, acc),
     }
+
+
+def _matrix(w: Tensor) -> Tensor:
+    """A Linear's weight as it is, a 1x1 conv's ``[out, in, 1, 1]`` as ``[out, in]``."""
+    return w if w.dim() == 2 else w.reshape(w.shape[0], -1)
 
 
 def _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) -> dict:
@@ -134,17 +139,27 @@ def _forward_op(
     bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], bn_mean: Optional[Tensor],
     bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    cs, ss = _specs(channel, spatial)
-    kern = kernels_for(x.device)
+    y, small = _forward_body((x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train))
     acc = acc_dtype(x.dtype)
-    cw = _channel_weights(w1, b1, w2, b2, cs, acc) if cs is not None else None
-    sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) if ss is not None else None
-    y, small = _forward(kern, x, cs, ss, cw, sw_)
+    for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
+        if key not in small:
+            small[key] = x.new_empty(0, dtype=torch.int32 if key in _INT32_SAVED else acc)
     return (y, *(small[k] for k in _SAVED))
 
 
+def _forward_body(inputs: tuple) -> tuple[Tensor, dict]:
+    """``_forward_op``'s work without the absent stages' placeholder outputs (the eager path saves
+    None for them)."""
+    x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train = inputs
+    cs, ss = _specs(channel, spatial)
+    acc = acc_dtype(x.dtype)
+    cw = _channel_weights(w1, b1, w2, b2, cs, acc) if cs is not None else None
+    sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc) if ss is not None else None
+    return _forward(kernels_for(x.device), x, cs, ss, cw, sw_)
+
+
 def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
-    """``y`` and the saved small tensors."""
+    """``y`` and the saved small tensors of the stages present."""
     out: dict[str, Tensor] = {}
     use_avg, use_max = _pools(cs)
     b, c, h, w = x.shape
@@ -176,10 +191,6 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_) -> tuple[Tensor, dict]:
                 out["moments"] = moments
     if fused_spatial is None:
         y = kern.scale(x, ca, sa)
-    acc = acc_dtype(x.dtype)
-    for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
-        if key not in out:
-            out[key] = x.new_empty(0, dtype=torch.int32 if key in _INT32_SAVED else acc)
     return y, out
 
 
@@ -200,15 +211,17 @@ def _(x, channel, w1, b1, w2, b2, spatial, *rest):
     return (empty_output(x), *_small_outputs(x, *_specs(channel, spatial), w1))
 
 
-def _backward_op(
+def _backward_body(
     dy: Tensor, x: Tensor, channel: str, w1: Optional[Tensor], b1: Optional[Tensor],
     w2: Optional[Tensor], b2: Optional[Tensor], spatial: str, sw: Optional[Tensor],
     sb: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
     bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
-    ca: Tensor, avg: Tensor, mx: Tensor, amp: Tensor, sa: Tensor, maps: Tensor, amc: Tensor,
-    zc: Tensor, hid: Tensor, zs: Tensor,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dx, dw1, db1, dw2, db2, dsw, dsb, dbn_weight, dbn_bias); absent weights get empty tensors."""
+    ca: Optional[Tensor], avg: Optional[Tensor], mx: Optional[Tensor], amp: Optional[Tensor],
+    sa: Optional[Tensor], maps: Optional[Tensor], amc: Optional[Tensor], zc: Optional[Tensor],
+    hid: Optional[Tensor], zs: Optional[Tensor],
+) -> tuple[Tensor, dict[str, Optional[Tensor]]]:
+    """(dx, the weight gradients by _GRAD_KEYS name, in the accumulation dtype and the gate math's
+    shapes). Saved tensors of absent stages are not read (None or the op's empty placeholders)."""
     cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
     use_avg, use_max = _pools(cs)
@@ -220,7 +233,7 @@ def _backward_op(
         if ss is not None:
             dsa = kern.dot_c(dy, x, ca if cs is not None else None)
             sw_ = _spatial_weights(sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, acc)
-            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, zs, ss, sw_, kern)
+            dmaps, sgrads = _gates.spatial_backward(dsa.view(b, h, w), maps, zs, sa.view(b, 1, h, w), ss, sw_, kern)
             dm, dmean = _gates.spatial_maps_backward(dmaps, ss)
             grads.update({"s" + k: v for k, v in sgrads.items()})
             terms.update(sa=sa, dm=dm.reshape(b, h * w).contiguous(), da=(dmean / c).reshape(b, h * w).contiguous(), amc=amc)
@@ -228,7 +241,7 @@ def _backward_op(
             # dL/dca = sum_P m * x, with m the spatial stage's gradient wrt x1 (or dy without one).
             dca = kern.dot_hw(dy, x, **terms)
             d_avg, d_max, cgrads = _gates.channel_backward(
-                dca, avg if use_avg else None, mx if use_max else None, zc, hid if cs.gate == "fc" else None,
+                dca, avg if use_avg else None, mx if use_max else None, zc, ca, hid if cs.gate == "fc" else None,
                 cs, _channel_weights(w1, b1, w2, b2, cs, acc), kern,
             )
             grads.update(cgrads)
@@ -237,20 +250,38 @@ def _backward_op(
                 terms["davg"] = d_avg / (h * w)
             if use_max:
                 terms.update(dmax=d_max, amp=amp)
-    dx = kern.grad_input(dy, x, **terms)
+    return kern.grad_input(dy, x, **terms), grads
 
-    def out(key: str, like: Optional[Tensor]) -> Tensor:
-        g = grads.get(key)
-        if like is None:
-            return x.new_empty(0)
-        if g is None:  # e.g. a BatchNorm bias that did not receive a gradient path
-            return torch.zeros_like(like)
-        return g.reshape(like.shape).to(like.dtype)
 
-    return (
-        dx, out("w1", w1), out("b1", b1), out("w2", w2), out("b2", b2),
-        out("sweight", sw), out("sbias", sb), out("sbn_weight", bn_weight), out("sbn_bias", bn_bias),
+# The weight gradients' names in _backward_body's dict, in the backward op's output order.
+_GRAD_KEYS = ("w1", "b1", "w2", "b2", "sweight", "sbias", "sbn_weight", "sbn_bias")
+
+
+def _weight_grad(g: Optional[Tensor], like: Tensor) -> Tensor:
+    """A gradient in its weight's shape and dtype (zeros where no path reached it, e.g. a
+    BatchNorm bias)."""
+    if g is None:
+        return torch.zeros_like(like)
+    if g.shape != like.shape:
+        g = g.reshape(like.shape)
+    return g if g.dtype == like.dtype else g.to(like.dtype)
+
+
+def _backward_op(
+    dy: Tensor, x: Tensor, channel: str, w1: Optional[Tensor], b1: Optional[Tensor],
+    w2: Optional[Tensor], b2: Optional[Tensor], spatial: str, sw: Optional[Tensor],
+    sb: Optional[Tensor], bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
+    bn_mean: Optional[Tensor], bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
+    ca: Tensor, avg: Tensor, mx: Tensor, amp: Tensor, sa: Tensor, maps: Tensor, amc: Tensor,
+    zc: Tensor, hid: Tensor, zs: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw1, db1, dw2, db2, dsw, dsb, dbn_weight, dbn_bias); absent weights get empty tensors."""
+    dx, grads = _backward_body(
+        dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train,
+        ca, avg, mx, amp, sa, maps, amc, zc, hid, zs,
     )
+    weights = (w1, b1, w2, b2, sw, sb, bn_weight, bn_bias)
+    return (dx, *(x.new_empty(0) if t is None else _weight_grad(grads.get(k), t) for k, t in zip(_GRAD_KEYS, weights)))
 
 
 _attention_bwd = torch.library.custom_op("attnfused::attention_backward", mutates_args=())(_backward_op)
@@ -268,12 +299,18 @@ def _(dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, *rest
 _WEIGHT_POS = (2, 3, 4, 5, 7, 8, 9, 10)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _save(ctx, inputs, saved) -> None:
+    """What backward reads: x, the weights, the running statistics in eval, ``saved`` (_SAVED but
+    moments, in order)."""
     # Running statistics are only read in eval; in training the caller updates them in place after
     # this forward, so saving them would trip autograd's version check.
     bn_stats = (None, None) if inputs[14] else inputs[11:13]
-    ctx.save_for_backward(inputs[0], *(inputs[i] for i in (2, 3, 4, 5, 7, 8, 9, 10)), *bn_stats, *output[1:-1])
+    ctx.save_for_backward(inputs[0], *(inputs[i] for i in _WEIGHT_POS), *bn_stats, *saved)
     ctx.meta = (inputs[1], inputs[6], inputs[13], inputs[14])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    _save(ctx, inputs, output[1:-1])
     ctx.mark_non_differentiable(*output[1:])
 
 
@@ -293,22 +330,37 @@ _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 class AttnfusedAttention(torch.autograd.Function):
     """The custom op's forward and backward bodies as a plain autograd node, for eager calls.
 
-    Same functions, same saved tensors, same gradients: what it skips is the custom-op machinery
-    around them (dispatcher round trips, schema checks, the generated autograd wrapper), which on
-    CPU cost ~150 us per call, more than a whole SE block at 7x7. ``torch.compile`` keeps seeing
+    Same bodies (``_forward_body``, ``_backward_body``), same gradients: what it skips is the
+    custom-op machinery around them (dispatcher round trips, schema checks, the generated autograd
+    wrapper), which on CPU cost ~150 us per call, more than a whole SE block at 7x7, and the op's
+    fixed outputs: it returns ``(y, moments or None)``, saves None for absent stages' tensors and
+    gives None for absent weights' gradients instead of empty placeholders. ``torch.compile`` keeps seeing
     the custom op (one opaque node per direction: :func:`attention` picks by
     ``torch.compiler.is_compiling()``).
     """
 
     @staticmethod
     def forward(ctx, *inputs):
-        output = _forward_op(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
+        """``(y, moments or None)``; absent stages save None, not the op's empty placeholders."""
+        y, small = _forward_body(inputs)
+        _save(ctx, inputs, [small.get(k) for k in _SAVED[:-1]])
+        moments = small.get("moments")
+        if moments is not None:
+            ctx.mark_non_differentiable(moments)
+        return y, moments
 
     @staticmethod
     def backward(ctx, dy, *_unused):
-        return _backward(ctx, dy, op=_backward_op)
+        x, w1, b1, w2, b2, sw, sb, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
+        channel, spatial, bn_eps, bn_train = ctx.meta
+        dx, grads = _backward_body(
+            dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved
+        )
+        result: list[Optional[Tensor]] = [dx] + [None] * 14
+        for pos, key, t in zip(_WEIGHT_POS, _GRAD_KEYS, (w1, b1, w2, b2, sw, sb, bn_w, bn_b)):
+            if t is not None:
+                result[pos] = _weight_grad(grads.get(key), t)
+        return tuple(result)
 
 
 def attention(
