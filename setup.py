@@ -16,6 +16,7 @@ It prints which, in one line. Build without isolation so the extension links aga
 torch: ``pip install --no-build-isolation -e .`` (DESIGN.md §7).
 """
 
+import glob
 import importlib.util
 import os
 import shutil
@@ -37,6 +38,12 @@ def _toolchain():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _sources(pattern: str) -> list[str]:
+    """Every kernel file matching ``pattern`` (relative to the checkout), sorted: a new kernel file
+    is built without editing this list, in the same order on every machine."""
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
 def _extension_plan():
@@ -65,12 +72,13 @@ def _extension_plan():
         # -fopenmp it silently runs on one thread. Compile-only flag: the GOMP symbols resolve
         # to the OpenMP runtime torch itself loads (linking our own would mix two runtimes).
         cxx_flags.append("-fopenmp")
-    cpp = ["csrc/ops.cpp", "csrc/cpu/reduce.cpp", "csrc/cpu/pointwise.cpp", "csrc/cpu/gate_conv.cpp", "csrc/cpu/spatial_stage.cpp"]
+    cpp = ["csrc/ops.cpp"] + _sources("csrc/cpu/*.cpp")
+    cu = _sources("csrc/cuda/*.cu")
     if cuda_home:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPUs"
         ext = CUDAExtension(
             "attnfused._C",
-            cpp + ["csrc/cuda/reduce.cu", "csrc/cuda/pointwise.cu"],
+            cpp + cu,
             define_macros=[("ATTNFUSED_WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
         )

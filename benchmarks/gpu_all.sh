@@ -13,8 +13,11 @@
 #   TEST_WORKERS pytest-xdist worker processes for the test step (default 8 where xdist is installed,
 #                as on the lent H200 image: Triton's JIT compiles of the kernel variants dominate a
 #                first run and spread over the CPU cores; 0 or 1: one process)
-# Optional step "cuda_scalar" (not in the default list): the cuda provider's micro rows again with
-# its 16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar", to time one against the other.
+# Optional steps (not in the default list), the cuda provider's micro rows again with one of its
+# kernels off, to time one against the other:
+#   cuda_scalar    16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar";
+#   cuda_cudnn     gate convolutions on cuDNN (ATTNFUSED_CUDA_GATE_CONV=0), ECA and CBAM rows, tag
+#                  "cuda-cudnn-conv" (csrc/cuda/gate_conv.cu replaces them by default).
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
 set -u
 cd "$(dirname "$0")/.."
@@ -53,6 +56,9 @@ for s in ${STEPS:-install tests bench}; do
     bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
     cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 python -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-scalar --providers cuda --compile-modes --no-e2e --no-traffic --max-minutes "${BENCH_MINUTES:-3}" ;;
+    cuda_cudnn) step cuda_cudnn env ATTNFUSED_CUDA_GATE_CONV=0 python -m attnfused.bench --out "$OUT_DIR" \
+      --tag cuda-cudnn-conv --providers cuda --blocks eca cbam_fc cbam_conv --compile-modes --no-e2e --no-traffic \
+      --max-minutes "${BENCH_MINUTES:-3}" ;;
     *) echo "unknown step $s" ;;
   esac
 done

@@ -5,6 +5,18 @@
 #include "passes.h"
 
 namespace attnfused {
+
+// The gates' small convolution (CPU: csrc/cpu/gate_conv.cpp, CUDA: csrc/cuda/gate_conv.cu): ``in``
+// [B, M, H, W] and ``weight`` [M, kh, kw] contiguous, in the accumulation dtype, zero padding
+// (ph, pw), one output channel [B, Ho, Wo].
+template <typename acc_t>
+struct GateConvArgs {
+  int64_t B, M, H, W, kh, kw, ph, pw, Ho, Wo;
+  const acc_t* in;
+  const acc_t* weight;
+  const acc_t* bias;  // [1] or null
+};
+
 namespace cpu {
 // Outputs of at least this many bytes are written with non-temporal (streaming) stores. Above it
 // the output does not stay in cache for its consumer anyway (this is about one core complex's L3
@@ -19,15 +31,7 @@ template <typename acc_t> void reduce_hw(DType dt, const ReduceArgs<acc_t>& args
 template <typename acc_t> void reduce_c(DType dt, const ReduceArgs<acc_t>& args);
 template <typename acc_t> void pointwise(DType dt, const PointwiseArgs<acc_t>& args);
 
-// The gates' small convolution (csrc/cpu/gate_conv.cpp): ``in`` [B, M, H, W] and ``weight``
-// [M, kh, kw] contiguous, zero padding (ph, pw), one output channel [B, Ho, Wo].
-template <typename acc_t>
-struct GateConvArgs {
-  int64_t B, M, H, W, kh, kw, ph, pw, Ho, Wo;
-  const acc_t* in;
-  const acc_t* weight;
-  const acc_t* bias;  // [1] or null
-};
+// The gates' small convolution (csrc/cpu/gate_conv.cpp; GateConvArgs above).
 template <typename acc_t> void gate_conv(const GateConvArgs<acc_t>& args, acc_t* out);
 // d in (all of it), d weight, and d bias when ``dbias`` is not null.
 template <typename acc_t>
@@ -73,6 +77,13 @@ template <typename acc_t>
 void reduce_c(DType dt, const ReduceArgs<acc_t>& args, acc_t* final_sum, acc_t* final_max,
               int32_t* final_arg, acc_t final_divisor, void* stream);
 template <typename acc_t> void pointwise(DType dt, const PointwiseArgs<acc_t>& args, void* stream);
+// The gates' small convolution; backward needs ``parts``, (taps + 1) * gate_conv_weight_chunks(B *
+// Ho * Wo) scratch entries (taps = M * kh * kw) for its deterministic weight-gradient reduction.
+template <typename acc_t> void gate_conv(const GateConvArgs<acc_t>& args, acc_t* out, void* stream);
+int64_t gate_conv_weight_chunks(int64_t outputs);
+template <typename acc_t>
+void gate_conv_backward(const GateConvArgs<acc_t>& args, const acc_t* dz, acc_t* din, acc_t* dweight, acc_t* dbias,
+                        acc_t* parts, void* stream);
 }  // namespace cuda
 #endif
 

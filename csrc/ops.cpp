@@ -293,10 +293,9 @@ Tensor pointwise_op(const Tensor& a, const Tensor& like, bool ca_first, const Op
   return pointwise<float>(a, like, ca_first, ca, sa, da, dm, amc, davg, dmax, amp);
 }
 
-#ifndef ATTNFUSED_CUDA_EMU  // the CPU-only ops: not part of the emulator's build
-// The gates' small convolution on CPU (csrc/cpu/gate_conv.cpp). The maps and weights are
-// already in the accumulation dtype (attnfused/ops/_gates.py). Checked before the dtype dispatch,
-// so that other dtypes get this message.
+// The gates' small convolution (csrc/cpu/gate_conv.cpp, csrc/cuda/gate_conv.cu). The maps and
+// weights are already in the accumulation dtype (attnfused/ops/_gates.py). Checked before the dtype
+// dispatch, so that other dtypes get this message.
 void check_gate_conv_dtype(const Tensor& in, const Tensor& weight) {
   TORCH_CHECK(in.scalar_type() == weight.scalar_type() && (in.scalar_type() == at::kFloat || in.scalar_type() == at::kDouble),
               "attnfused: gate_conv takes float32 or float64 maps and weight of one dtype, got ", in.scalar_type(),
@@ -304,15 +303,15 @@ void check_gate_conv_dtype(const Tensor& in, const Tensor& weight) {
 }
 
 template <typename acc_t>
-cpu::GateConvArgs<acc_t> gate_conv_args(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph,
-                                        int64_t pw) {
-  TORCH_CHECK(in.is_cpu() && weight.is_cpu(), "attnfused: gate_conv runs on CPU tensors");
+GateConvArgs<acc_t> gate_conv_args(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph, int64_t pw) {
+  TORCH_CHECK(in.device() == weight.device(), "attnfused: gate_conv's maps are on ", in.device(), " but its weight on ",
+              weight.device());
   TORCH_CHECK(in.dim() == 4 && weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == in.size(1),
               "attnfused: gate_conv takes maps [B, M, H, W] and a weight [1, M, kh, kw], got ", in.sizes(), " and ",
               weight.sizes());
   TORCH_CHECK(in.is_contiguous() && weight.is_contiguous(), "attnfused: gate_conv takes contiguous tensors");
   TORCH_CHECK(ph >= 0 && pw >= 0, "attnfused: gate_conv padding must be >= 0");
-  cpu::GateConvArgs<acc_t> a{};
+  GateConvArgs<acc_t> a{};
   a.B = in.size(0); a.M = in.size(1); a.H = in.size(2); a.W = in.size(3);
   a.kh = weight.size(2); a.kw = weight.size(3); a.ph = ph; a.pw = pw;
   a.Ho = a.H + 2 * ph - a.kh + 1;
@@ -329,8 +328,21 @@ Tensor gate_conv_op(const Tensor& in, const Tensor& weight, const OptTensor& bia
   return AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "gate_conv", [&] {
     const auto a = gate_conv_args<scalar_t>(in, weight, bias, ph, pw);
     Tensor out = at::empty({a.B, 1, a.Ho, a.Wo}, in.options());
-    cpu::gate_conv(a, out.data_ptr<scalar_t>());
+#ifndef ATTNFUSED_CUDA_EMU
+    if (in.is_cpu()) {
+      cpu::gate_conv(a, out.data_ptr<scalar_t>());
+      return out;
+    }
+#endif
+#ifdef ATTNFUSED_CUDA_KERNELS
+    TORCH_CHECK(in.device().type() == kCudaKernelDevice, "attnfused: unsupported device ", in.device());
+    CudaLaunch launch(in);
+    cuda::gate_conv(a, out.data_ptr<scalar_t>(), launch.stream);
+    CudaLaunch::check();
     return out;
+#else
+    TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", in.device());
+#endif
   });
 }
 
@@ -339,17 +351,37 @@ std::tuple<Tensor, Tensor, Tensor> gate_conv_backward_op(const Tensor& dz, const
   check_gate_conv_dtype(in, weight);
   return AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "gate_conv_backward", [&] {
     const auto a = gate_conv_args<scalar_t>(in, weight, std::nullopt, ph, pw);
-    TORCH_CHECK(dz.scalar_type() == in.scalar_type() && dz.is_contiguous() && dz.numel() == a.B * a.Ho * a.Wo,
-                "attnfused: gate_conv_backward's dz must be contiguous [B, 1, Ho, Wo] in the maps' dtype");
+    TORCH_CHECK(dz.device() == in.device() && dz.scalar_type() == in.scalar_type() && dz.is_contiguous() &&
+                    dz.numel() == a.B * a.Ho * a.Wo,
+                "attnfused: gate_conv_backward's dz must be contiguous [B, 1, Ho, Wo] in the maps' dtype and device");
     Tensor din = at::empty_like(in);
     Tensor dweight = at::empty_like(weight);
     Tensor dbias = at::empty({want_bias ? 1 : 0}, in.options());
-    cpu::gate_conv_backward(a, dz.data_ptr<scalar_t>(), din.data_ptr<scalar_t>(), dweight.data_ptr<scalar_t>(),
-                            want_bias ? dbias.data_ptr<scalar_t>() : nullptr);
+    scalar_t* db = want_bias ? dbias.data_ptr<scalar_t>() : nullptr;
+#ifndef ATTNFUSED_CUDA_EMU
+    if (in.is_cpu()) {
+      cpu::gate_conv_backward(a, dz.data_ptr<scalar_t>(), din.data_ptr<scalar_t>(), dweight.data_ptr<scalar_t>(), db);
+      return std::make_tuple(din, dweight, dbias);
+    }
+#endif
+#ifdef ATTNFUSED_CUDA_KERNELS
+    TORCH_CHECK(in.device().type() == kCudaKernelDevice, "attnfused: unsupported device ", in.device());
+    const int64_t taps = a.M * a.kh * a.kw, chunks = cuda::gate_conv_weight_chunks(a.B * a.Ho * a.Wo);
+    TORCH_CHECK((taps + 1) * chunks < (int64_t{1} << 31), "attnfused: gate_conv_backward's kernel (", taps,
+                " taps) and maps are too large for one launch");
+    Tensor parts = at::empty({(taps + 1) * chunks}, in.options());
+    CudaLaunch launch(in);
+    cuda::gate_conv_backward(a, dz.data_ptr<scalar_t>(), din.data_ptr<scalar_t>(), dweight.data_ptr<scalar_t>(), db,
+                             parts.data_ptr<scalar_t>(), launch.stream);
+    CudaLaunch::check();
     return std::make_tuple(din, dweight, dbias);
+#else
+    TORCH_CHECK(false, "attnfused._C was built without CUDA kernels; got a tensor on ", in.device());
+#endif
   });
 }
 
+#ifndef ATTNFUSED_CUDA_EMU  // CPU only: not part of the emulator's build
 // CBAM's spatial stage forward on CPU in one call (csrc/cpu/spatial_stage.cpp): (y, maps, amc,
 // sa, z) as pool_c + the maps + gate_conv + the gate + scale would give them, without a
 // BatchNorm (the caller runs the separate passes for that).
@@ -376,7 +408,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(const Tensor& x
                                                  std::nullopt, true, static_cast<double>(C), mean, mx, amc, keep_x,
                                                  keep_unused);
   const int64_t pad = (weight.size(2) - 1) / 2;
-  const cpu::GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
+  const GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
   const Tensor& xv = keep_x.defined() ? keep_x : x;  // x's [B, C, P] copy, if it needed one: not twice
   PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, ca, sa, std::nullopt, std::nullopt, std::nullopt,
                                                  std::nullopt, std::nullopt, std::nullopt, keep_unused, keep_y);
@@ -407,25 +439,26 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   m.def("reduce_c(Tensor a, Tensor? x, Tensor? ca, bool want_max, float divisor) -> (Tensor, Tensor, Tensor)");
   m.def("pointwise(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
         "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp) -> Tensor");
-#ifndef ATTNFUSED_CUDA_EMU
-  // The gates' small convolution (CPU only; CUDA tensors use cuDNN's): one output channel, zero padding.
+  // The gates' small convolution: one output channel, zero padding.
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
         "-> (Tensor, Tensor, Tensor)");
+#ifndef ATTNFUSED_CUDA_EMU
   // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
   m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 #endif
 }
 
-// CPU tensors: the CPU kernels; in the emulator's build, the CUDA kernels (emulated) for the passes.
+// CPU tensors: the CPU kernels; in the emulator's build, the CUDA kernels (emulated) for the passes
+// and the gate convolution.
 TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
-#ifndef ATTNFUSED_CUDA_EMU
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
+#ifndef ATTNFUSED_CUDA_EMU
   m.impl("spatial_stage", &attnfused::spatial_stage_op);
 #endif
 }
@@ -435,6 +468,8 @@ TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
+  m.impl("gate_conv", &attnfused::gate_conv_op);
+  m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
 }
 #define ATTNFUSED_HAS_CUDA 1
 #else

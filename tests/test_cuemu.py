@@ -26,6 +26,7 @@ from test_traffic import BLOCKS as TRAFFIC_BLOCKS, BUDGET as TRAFFIC_BUDGET
 from test_traffic import _block as traffic_block, _input as traffic_input
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 from attnfused.kernels.extension import CPU
+from test_extension import GATE_CONV_CASES, check_gate_conv
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the real kernels (tests/test_gpu.py)")
 
@@ -216,6 +217,27 @@ def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layou
         for run in runs[1:]:
             for i, (a, ref) in enumerate(zip(run, runs[0])):
                 assert torch.equal(a, ref), f"device {device}: pass {i} depends on the schedule"
+
+
+# Beyond test_extension's cases: weight gradients reduced over several chunks of 8192 products.
+GATE_CONV_CASES_CUDA = GATE_CONV_CASES + [(3, 2, 60, 50, 7, 7, 3, 3, True), (4, 1, 1, 5000, 1, 9, 0, 4, False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", GATE_CONV_CASES_CUDA, ids=lambda c: "x".join(map(str, c[:8])) + ("-bias" if c[8] else ""))
+def test_gate_conv_is_right_and_schedule_independent(case, dtype):
+    """csrc/cuda/gate_conv.cu (the "cuda" provider's gate convolutions) against F.conv2d and aten's
+    convolution_backward on every emulated device, and bit for bit the same under every schedule:
+    the weight gradient's chunked reduction has a fixed order."""
+    gate_ops = torch.ops.attnfused_cuemu
+    runs = []
+    for device in DEVICES:
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
+            cuemu.configure(device, order, seed)
+            runs.append(check_gate_conv(gate_ops, dtype, case))
+    for run in runs[1:]:
+        for a, ref in zip(run, runs[0]):
+            assert torch.equal(a, ref), "the gate convolution depends on the schedule"
 
 
 def _launches_of(fn, template_args: bool = False) -> dict[str, int]:

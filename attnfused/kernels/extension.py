@@ -1,11 +1,12 @@
 """The compiled providers: ``"cpu"`` and ``"cuda"``, both backed by ``attnfused._C`` (``csrc/``).
 
-The extension registers three torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
-built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c) and
-``pointwise`` (scale, grad_input), plus CPU-only ones: the gates' thin convolutions, ``gate_conv``
-and ``gate_conv_backward`` (CUDA tensors keep cuDNN's), and ``spatial_stage``, CBAM's spatial
-forward (pool_c, maps, conv, gate, scale) run sample by sample so that the scale's read of ``x``
-hits cache (used by :mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
+The extension registers torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
+built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c),
+``pointwise`` (scale, grad_input) and the gates' thin convolutions, ``gate_conv`` and
+``gate_conv_backward`` (one output channel; ECA's 1-D conv and CBAM's spatial conv), plus a
+CPU-only one: ``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
+sample by sample so that the scale's read of ``x`` hits cache (used by
+:mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
 :class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
 C++ entry points are in ``csrc/ops.cpp``, the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
 """
@@ -13,6 +14,7 @@ C++ entry points are in ``csrc/ops.cpp``, the kernels in ``csrc/cpu/`` and ``csr
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Optional
 
 import torch
@@ -101,12 +103,10 @@ class ExtensionProvider:
         return self.ops.pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
 
 
-class CPUExtensionProvider(ExtensionProvider):
-    """The "cpu" provider: the passes, plus the gates' thin convolutions (``attnfused_C::gate_conv``,
-    ``csrc/cpu/gate_conv.cpp``), which :mod:`attnfused.ops._gates` uses when a provider has them."""
-
     def gate_conv(self, maps: Tensor, weight: Tensor, bias: Optional[Tensor], padding: tuple[int, int]) -> Tensor:
-        """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel."""
+        """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel (the gates' thin
+        convolutions, ``attnfused_C::gate_conv``), which :mod:`attnfused.ops._gates` uses when a
+        provider has it."""
         return self.ops.gate_conv(maps.contiguous(), weight.contiguous(), bias, padding[0], padding[1])
 
     def gate_conv_backward(
@@ -116,6 +116,19 @@ class CPUExtensionProvider(ExtensionProvider):
         return self.ops.gate_conv_backward(
             dz.contiguous(), maps.contiguous(), weight.contiguous(), padding[0], padding[1], want_bias
         )
+
+
+def _without_gate_conv(provider: ExtensionProvider) -> ExtensionProvider:
+    """``provider`` with its gates on F.conv*d (cuDNN on CUDA): ``_gates`` looks the methods up with
+    getattr and takes None for absent."""
+    provider.gate_conv = None  # type: ignore[assignment]
+    provider.gate_conv_backward = None  # type: ignore[assignment]
+    return provider
+
+
+class CPUExtensionProvider(ExtensionProvider):
+    """The "cpu" provider: the passes, the gates' thin convolutions (``csrc/cpu/gate_conv.cpp``:
+    oneDNN is slow on them), and CBAM's fused spatial stage."""
 
 
     def spatial_stage(
@@ -129,4 +142,8 @@ class CPUExtensionProvider(ExtensionProvider):
 
 
 CPU = CPUExtensionProvider("cpu", "cpu")
+# The CUDA gate convolutions (csrc/cuda/gate_conv.cu) replace cuDNN's unless
+# ATTNFUSED_CUDA_GATE_CONV=0 (read at import), which keeps F.conv*d, to time the two against each other.
 CUDA = ExtensionProvider("cuda", "cuda")
+if os.environ.get("ATTNFUSED_CUDA_GATE_CONV") == "0":
+    _without_gate_conv(CUDA)
