@@ -222,3 +222,20 @@ def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca,
     torch.testing.assert_close(sa, sa_ref.reshape(b, h * w), rtol=4e-7 if acc == torch.float32 else 1e-15, atol=0)
     assert y.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(y, y_ref, rtol=1e-6 if dtype != torch.bfloat16 else 8e-3, atol=0)
+
+
+@_needs_ext
+def test_cuda_gate_conv_switch():
+    """The cuda provider's gates use its own convolution kernels unless ATTNFUSED_CUDA_GATE_CONV=0
+    (read at import), which hands them back to F.conv*d; the cpu provider keeps its own either way."""
+    import subprocess
+    import sys
+
+    code = (
+        "from attnfused.kernels.extension import CPU, CUDA\n"
+        "print(CUDA.gate_conv is None, CUDA.gate_conv_backward is None, CPU.gate_conv is None)\n"
+    )
+    for value, want in (("0", "True True False"), ("1", "False False False")):
+        env = dict(os.environ, ATTNFUSED_CUDA_GATE_CONV=value)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0 and out.stdout.split()[-3:] == want.split(), out.stdout + out.stderr
