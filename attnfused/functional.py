@@ -101,7 +101,9 @@ def attention(
         if spatial.norm and (bn_train or bn_mean is None) and n <= 1:
             # as nn.BatchNorm2d: batch statistics of a single value are meaningless
             raise ValueError(f"the spatial BatchNorm in training needs more than 1 value (B*H*W = {n})")
-    return _run(x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, bn_momentum)
+    return _run(
+        x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, bn_momentum
+    )
 
 
 def _run(
@@ -126,12 +128,11 @@ def _update_running_stats(moments: Tensor, mean: Tensor, var: Tensor, momentum: 
         var.mul_(1 - momentum).add_(batch_var * (n / max(n - 1, 1)) * momentum)
 
 
-def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spec: ChannelSpec) -> None:
+def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], spec: ChannelSpec) -> None:
     """The source text's gates, all of :func:`attention`'s channel checks: "fc" weights are Linear
-    matrices, checked strictly (the family's :func:`attention` also takes 1x1 conv weights). ``gate``
-    is already known to be one of GATES."""
+    matrices, checked strictly (the family's :func:`attention` also takes 1x1 conv weights)."""
     check_x(x)
-    if gate == "fc":
+    if spec.gate == "fc":
         check_weight("w1", w1, (None, x.shape[1]), x)
         check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
     else:
@@ -152,7 +153,7 @@ def channel_gate(
     check_choice("pool", pool, POOLS)
     check_choice("gate", gate, GATES)
     spec = _SOURCE_SPECS[gate, pool]
-    _check_source_gate(x, w1, w2, gate, spec)
+    _check_source_gate(x, w1, w2, spec)
     return _run(x, spec, w1, None, w2, None, None, None, None, None, None, None, None)
 
 
@@ -183,6 +184,6 @@ def cbam(x: Tensor, w1: Tensor, w2: Optional[Tensor], gate: str, spatial_weight:
     """CBAM: channel attention (``gate`` "fc" or "conv") then spatial attention, as one fused block."""
     check_choice("gate", gate, GATES)
     spec = _SOURCE_SPECS[gate, "avgmax"]
-    _check_source_gate(x, w1, w2, gate, spec)
+    _check_source_gate(x, w1, w2, spec)
     _check_spatial(x, _SOURCE_SPATIAL, spatial_weight, None, None, None, None, None)
     return _run(x, spec, w1, None, w2, None, _SOURCE_SPATIAL, spatial_weight, None, None, None, None, None)

@@ -303,7 +303,8 @@ void check_gate_conv_dtype(const Tensor& in, const Tensor& weight) {
 }
 
 template <typename acc_t>
-GateConvArgs<acc_t> gate_conv_args(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph, int64_t pw) {
+GateConvArgs<acc_t> gate_conv_args(const Tensor& in, const Tensor& weight, const OptTensor& bias, int64_t ph,
+                                   int64_t pw) {
   TORCH_CHECK(in.device() == weight.device(), "attnfused: gate_conv's maps are on ", in.device(), " but its weight on ",
               weight.device());
   TORCH_CHECK(in.dim() == 4 && weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == in.size(1),

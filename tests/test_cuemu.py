@@ -26,7 +26,7 @@ from test_traffic import BLOCKS as TRAFFIC_BLOCKS, BUDGET as TRAFFIC_BUDGET
 from test_traffic import _block as traffic_block, _input as traffic_input
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 from attnfused.kernels.extension import CPU
-from test_extension import GATE_CONV_CASES, check_gate_conv
+from test_extension import GATE_CONV_CASES, check_gate_conv, gate_conv_case_id
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the real kernels (tests/test_gpu.py)")
 
@@ -224,7 +224,7 @@ GATE_CONV_CASES_CUDA = GATE_CONV_CASES + [(3, 2, 60, 50, 7, 7, 3, 3, True), (4, 
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("case", GATE_CONV_CASES_CUDA, ids=lambda c: "x".join(map(str, c[:8])) + ("-bias" if c[8] else ""))
+@pytest.mark.parametrize("case", GATE_CONV_CASES_CUDA, ids=gate_conv_case_id)
 def test_gate_conv_is_right_and_schedule_independent(case, dtype):
     """csrc/cuda/gate_conv.cu (the "cuda" provider's gate convolutions) against F.conv2d and aten's
     convolution_backward on every emulated device, and bit for bit the same under every schedule:

@@ -83,6 +83,10 @@ GATE_CONV_CASES = [
 ]
 
 
+def gate_conv_case_id(case: tuple) -> str:
+    return "x".join(map(str, case[:8])) + ("-bias" if case[8] else "")
+
+
 def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple) -> tuple:
     """``gate_ops.gate_conv`` / ``gate_conv_backward`` against F.conv2d and aten's
     convolution_backward on ``case``; returns what they gave (forward, then the three gradients)."""
@@ -113,7 +117,7 @@ def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple) -> tuple:
 
 @_needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", GATE_CONV_CASES, ids=lambda c: "x".join(map(str, c[:8])) + ("-bias" if c[8] else ""))
+@pytest.mark.parametrize("case", GATE_CONV_CASES, ids=gate_conv_case_id)
 def test_gate_conv_matches_torch(dtype, case):
     """The CPU gates' thin convolution against F.conv2d and aten's convolution_backward."""
     check_gate_conv(ops, dtype, case)

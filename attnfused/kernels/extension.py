@@ -130,7 +130,6 @@ class CPUExtensionProvider(ExtensionProvider):
     """The "cpu" provider: the passes, the gates' thin convolutions (``csrc/cpu/gate_conv.cpp``:
     oneDNN is slow on them), and CBAM's fused spatial stage."""
 
-
     def spatial_stage(
         self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

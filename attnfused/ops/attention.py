@@ -139,7 +139,9 @@ def _forward_op(
     bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], bn_mean: Optional[Tensor],
     bn_var: Optional[Tensor], bn_eps: float, bn_train: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    y, small = _forward_body((x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train))
+    y, small = _forward_body(
+        (x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train)
+    )
     acc = acc_dtype(x.dtype)
     for key in _SAVED:  # absent stages: empty tensors with the dtypes _small_outputs gives them
         if key not in small:
@@ -314,10 +316,13 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(*output[1:])
 
 
-def _backward(ctx, dy, *_unused, op=_attention_bwd):
+def _backward(ctx, dy, *_unused):
+    """The custom op's autograd: one call of the backward op (opaque to torch.compile)."""
     x, w1, b1, w2, b2, sw, sb, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
     channel, spatial, bn_eps, bn_train = ctx.meta
-    grads = op(dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved)
+    grads = _attention_bwd(
+        dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved
+    )
     result: list[Optional[Tensor]] = [grads[0]] + [None] * 14
     for pos, g, t in zip(_WEIGHT_POS, grads[1:], (w1, b1, w2, b2, sw, sb, bn_w, bn_b)):
         result[pos] = None if t is None else g
@@ -334,8 +339,8 @@ class AttnfusedAttention(torch.autograd.Function):
     custom-op machinery around them (dispatcher round trips, schema checks, the generated autograd
     wrapper), which on CPU cost ~150 us per call, more than a whole SE block at 7x7, and the op's
     fixed outputs: it returns ``(y, moments or None)``, saves None for absent stages' tensors and
-    gives None for absent weights' gradients instead of empty placeholders. ``torch.compile`` keeps seeing
-    the custom op (one opaque node per direction: :func:`attention` picks by
+    gives None for absent weights' gradients instead of empty placeholders. ``torch.compile`` keeps
+    seeing the custom op (one opaque node per direction: :func:`attention` picks by
     ``torch.compiler.is_compiling()``).
     """
 

@@ -144,7 +144,8 @@ void gate_conv_backward(const GateConvArgs<acc_t>& a, const acc_t* dz, acc_t* di
 
 template void gate_conv<float>(const GateConvArgs<float>&, float*, void*);
 template void gate_conv<double>(const GateConvArgs<double>&, double*, void*);
-template void gate_conv_backward<float>(const GateConvArgs<float>&, const float*, float*, float*, float*, float*, void*);
+template void gate_conv_backward<float>(const GateConvArgs<float>&, const float*, float*, float*, float*, float*,
+                                        void*);
 template void gate_conv_backward<double>(const GateConvArgs<double>&, const double*, double*, double*, double*, double*,
                                          void*);
 
