@@ -151,14 +151,16 @@ struct Vec {
 
 // Sum, and with kMax the max and its first index, of ``value(k)`` for k in [0, K): kDepth
 // vectors of partial sums (independent add chains), a masked vector step for the tail, a
-// fixed-order fold (deterministic). Inline (not a clone): called inside for_rows.
-template <bool kMax, typename acc_t, typename Value>
+// fixed-order fold (deterministic). Inline (not a clone): called inside for_rows. Short rows take
+// a smaller kDepth (reduce.cpp): the fold of the (max, index) pairs is per row, and on 7x7 rows
+// (49 elements, one pass of the 4-deep loop) it cost as much as the loads.
+template <bool kMax, typename acc_t, typename Value, int kDepth = 4>
 inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
   using T = Vec<acc_t>;
   using V = typename T::V;
   using I = typename T::I;
   using Index = typename T::Index;
-  constexpr int W = T::W, kDepth = 4;
+  constexpr int W = T::W;
   I lane;
   for (int l = 0; l < W; ++l) lane[l] = l;
   V s[kDepth], m[kDepth];
