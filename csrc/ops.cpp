@@ -141,17 +141,24 @@ ReduceArgs<acc_t> reduce_args(bool over_c, const Tensor& a, const OptTensor& x, 
   return r;
 }
 
+// ``want_arg`` false: the max without its argmax (an empty arg), where the kernels can skip it (CPU;
+// the CUDA kernels find it anyway and return it).
 template <typename acc_t>
 std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const OptTensor& x, const OptTensor& ca,
                                           const OptTensor& sa, const OptTensor& da, const OptTensor& dm,
-                                          const OptTensor& amc, bool want_max, double divisor) {
+                                          const OptTensor& amc, bool want_max, double divisor, bool want_arg = true) {
   const int64_t B = a.size(0), C = a.size(1), P = a.size(2) * a.size(3);
   const int64_t n = over_c ? P : C;
   const auto acc = acc_type(a);
   auto fopts = a.options().dtype(acc);
+#ifndef ATTNFUSED_CUDA_EMU
+  const bool skip_arg = want_max && !want_arg && a.is_cpu();
+#else
+  const bool skip_arg = false;
+#endif
   Tensor sum = at::empty({B, n}, fopts);
   Tensor mx = want_max ? at::empty({B, n}, fopts) : at::empty({0}, fopts);
-  Tensor arg = want_max ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
+  Tensor arg = want_max && !skip_arg ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
   if (a.numel() == 0) {
     // Empty reductions: zero sums (as torch.sum), and no max to take; zero-size outputs only.
     sum.zero_();
@@ -163,6 +170,7 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
   const DType dt = dtype_of(a);
 #ifndef ATTNFUSED_CUDA_EMU
   if (a.is_cpu()) {
+    if (skip_arg) r.out_arg = nullptr;
     over_c ? cpu::reduce_c(dt, r) : cpu::reduce_hw(dt, r);
     return {sum, mx, arg};
   }
@@ -205,12 +213,12 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
 
 std::tuple<Tensor, Tensor, Tensor> reduce_hw_op(const Tensor& a, const OptTensor& x, const OptTensor& sa,
                                                 const OptTensor& da, const OptTensor& dm, const OptTensor& amc,
-                                                bool want_max, double divisor) {
+                                                bool want_max, double divisor, bool want_arg) {
   check_big(a, "input");
   TORCH_CHECK(!(want_max && x.has_value()), "attnfused: reduce_hw takes the max of a pool, not of a dot");
   if (a.scalar_type() == at::kDouble)
-    return reduce<double>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor);
-  return reduce<float>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor);
+    return reduce<double>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor, want_arg);
+  return reduce<float>(false, a, x, std::nullopt, sa, da, dm, amc, want_max, divisor, want_arg);
 }
 
 std::tuple<Tensor, Tensor, Tensor> reduce_c_op(const Tensor& a, const OptTensor& x, const OptTensor& ca,
@@ -435,8 +443,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage_op(const Tensor
 
 // ATTNFUSED_OPS is a macro: TORCH_LIBRARY stringizes the expanded name.
 TORCH_LIBRARY(ATTNFUSED_OPS, m) {
+  // want_arg=False: the max's argmax may come back empty (CPU: a forward no backward follows).
   m.def("reduce_hw(Tensor a, Tensor? x, Tensor? sa, Tensor? da, Tensor? dm, Tensor? amc, bool want_max, "
-        "float divisor) -> (Tensor, Tensor, Tensor)");
+        "float divisor, bool want_arg=True) -> (Tensor, Tensor, Tensor)");
   m.def("reduce_c(Tensor a, Tensor? x, Tensor? ca, bool want_max, float divisor) -> (Tensor, Tensor, Tensor)");
   m.def("pointwise(Tensor a, Tensor like, bool ca_first, Tensor? ca, Tensor? sa, Tensor? da, Tensor? dm, "
         "Tensor? amc, Tensor? davg, Tensor? dmax, Tensor? amp) -> Tensor");

@@ -246,12 +246,16 @@ def test_cuda_gate_conv_switch():
 
 
 @_needs_ext
+@pytest.mark.parametrize("want_arg", [True, False], ids=["with-argmax", "max-only"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("p", [3, 15, 49, 70, 100, 130, 300])
-def test_row_max_keeps_first_index_at_every_row_length(p, dtype):
-    """pool_hw's rows (NCHW) reduce short, middle and long rows with 1, 2 and 4 accumulator vectors
-    (csrc/cpu/reduce.cpp): ties at positions spread over vectors and accumulators go to the first,
-    a NaN wins at the first NaN, -inf rows and a -0.0/0.0 tie keep the first element, as torch.max."""
+def test_pool_max_keeps_first_index_at_every_row_length(p, dtype, layout, want_arg):
+    """pool_hw's max on CPU: NCHW rows (csrc/cpu/reduce.cpp) reduce short, middle and long rows with
+    1, 2 and 4 accumulator vectors, channels_last tiles sweep rows of channels. Ties at positions
+    spread over vectors and accumulators go to the first, a NaN wins at the first NaN, -inf rows
+    and a -0.0/0.0 tie keep the first element, as torch.max. ``want_arg=False`` (a forward no
+    backward follows): the same max values, no argmax."""
     g = torch.Generator().manual_seed(p)
     x = torch.randn(2, 7, p, 1, generator=g, dtype=dtype)
     for c, idx in enumerate([[0, p - 1], [p - 1], [p // 2, p // 3, p // 5], [p // 7, p - 2], [1 % p, p - 1]]):
@@ -260,9 +264,14 @@ def test_row_max_keeps_first_index_at_every_row_length(p, dtype):
     x[1, 1] = float("-inf")
     x[1, 2] = -1.0
     x[1, 2, [p // 3, p - 1], 0] = torch.tensor([-0.0, 0.0], dtype=dtype)
-    avg, mx, arg = ops.reduce_hw(x, None, None, None, None, None, True, float(p))
-    want_mx, want_arg = x.flatten(2).max(dim=2)
-    assert torch.equal(arg.long(), want_arg), (arg, want_arg)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    avg, mx, arg = ops.reduce_hw(x, None, None, None, None, None, True, float(p), want_arg)
+    want_mx, want_arg_idx = x.flatten(2).max(dim=2)
     torch.testing.assert_close(mx, want_mx, equal_nan=True, rtol=0, atol=0)
-    assert torch.equal(torch.signbit(mx), torch.signbit(want_mx))
     torch.testing.assert_close(avg, x.flatten(2).mean(2), equal_nan=True)
+    if want_arg:
+        assert torch.equal(arg.long(), want_arg_idx), (arg, want_arg_idx)
+        assert torch.equal(torch.signbit(mx), torch.signbit(want_mx))
+    else:
+        assert arg.numel() == 0

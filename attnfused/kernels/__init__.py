@@ -37,7 +37,12 @@ class KernelProvider(Protocol):
 
     name: str
 
-    def pool_hw(self, x: Tensor, want_max: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]: ...
+    def pool_hw(
+        self, x: Tensor, want_max: bool, want_arg: bool = True
+    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """(mean, max or None, argmax or None); ``want_arg=False`` (a forward no backward follows)
+        lets a provider skip the argmax and return None or an empty tensor for it."""
+        ...
 
     def pool_c(self, x: Tensor, ca: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]: ...
 

@@ -81,10 +81,10 @@ class ExtensionProvider:
                 "use backend 'auto' to pick the provider for each tensor's device"
             )
 
-    def pool_hw(self, x: Tensor, want_max: bool):
+    def pool_hw(self, x: Tensor, want_max: bool, want_arg: bool = True):
         h, w = x.shape[2:]
-        avg, mx, arg = self.ops.reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)))
-        return (avg, mx, arg) if want_max else (avg, None, None)
+        avg, mx, arg = self.ops.reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)), want_arg)
+        return (avg, mx, arg if want_arg else None) if want_max else (avg, None, None)
 
     def pool_c(self, x: Tensor, ca: Optional[Tensor]):
         mean, mx, arg = self.ops.reduce_c(x, None, ca, True, float(max(x.shape[1], 1)))

@@ -149,13 +149,15 @@ struct Vec {
 // scanned again for their first NaN: eager's rule is that any NaN makes the max NaN, at the first
 // NaN. Rows without NaN pay nothing.
 
-// Sum, and with kMax the max and its first index, of ``value(k)`` for k in [0, K): kDepth
-// vectors of partial sums (independent add chains), a masked vector step for the tail, a
+// Sum, and with kMax the max (and with kArg its first index), of ``value(k)`` for k in [0, K):
+// kDepth vectors of partial sums (independent add chains), a masked vector step for the tail, a
 // fixed-order fold (deterministic). Inline (not a clone): called inside for_rows. Short rows take
 // a smaller kDepth (reduce.cpp): the fold of the (max, index) pairs is per row, and on 7x7 rows
-// (49 elements, one pass of the 4-deep loop) it cost as much as the loads.
-template <bool kMax, typename acc_t, typename Value, int kDepth = 4>
+// (49 elements, one pass of the 4-deep loop) it cost as much as the loads. Without kArg (a
+// forward that no backward follows) the max is of values only: any NaN still makes it NaN.
+template <bool kMax, typename acc_t, typename Value, int kDepth = 4, bool kArg = kMax>
 inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
+  static_assert(kMax || !kArg, "an argmax needs the max");
   using T = Vec<acc_t>;
   using V = typename T::V;
   using I = typename T::I;
@@ -179,7 +181,7 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
     if constexpr (kMax) {
       const auto better = v > m[n];
       m[n] = better ? v : m[n];
-      ix[n] = better ? lane + static_cast<Index>(k0) : ix[n];
+      if constexpr (kArg) ix[n] = better ? lane + static_cast<Index>(k0) : ix[n];
     }
   };
   int64_t k = 0;
@@ -208,23 +210,39 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
       s[0][l] += v;
       if (kMax && v > m[0][l]) {
         m[0][l] = v;
-        ix[0][l] = static_cast<Index>(k);
+        if constexpr (kArg) ix[0][l] = static_cast<Index>(k);
       }
     }
   }
   for (int n = 1; n < kDepth; ++n) {
     s[0] += s[n];
-    if constexpr (kMax) {
+    if constexpr (kArg) {
       const auto take = (m[n] > m[0]) | ((m[n] == m[0]) & (ix[n] < ix[0]));
       m[0] = take ? m[n] : m[0];
       ix[0] = take ? ix[n] : ix[0];
+    } else if constexpr (kMax) {
+      m[0] = m[n] > m[0] ? m[n] : m[0];
     }
   }
   acc_t total = 0;
 #pragma GCC unroll 8
   for (int l = 0; l < W; ++l) total += s[0][l];  // scalar adds: cheaper here than shuffles
   *sum = total;
-  if constexpr (kMax) {
+  if constexpr (kMax && !kArg) {
+    acc_t best = m[0][0];
+#pragma GCC unroll 8
+    for (int l = 1; l < W; ++l) best = m[0][l] > best ? m[0][l] : best;
+    *mx = best;
+    if (total != total) {  // a NaN sum: is there a NaN input? (see above)
+      for (int64_t j = 0; j < K; ++j) {
+        const acc_t v = value(j);
+        if (v != v) {
+          *mx = v;
+          return;
+        }
+      }
+    }
+  } else if constexpr (kMax) {
     // Shuffle tree, branch-free (a scalar fold of (max, index) pairs mispredicts on real data).
     V mv = m[0];
     I iv = ix[0];
@@ -270,8 +288,8 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
 // prefetchers follow; sweeping all K rows per vector of outputs (K strided streams) or touching the
 // outputs in memory for every row both ran at ~4-5 GB/s from DRAM on one core, this at ~15.
 // Rows arrive in increasing k, so a strict ``>`` keeps the first index; the fold order per output
-// is k order (deterministic).
-template <bool kMax, typename acc_t, typename Value>
+// is k order (deterministic). kArg: as row_reduce's.
+template <bool kMax, typename acc_t, typename Value, bool kArg = kMax>
 AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum, acc_t* __restrict mx,
                         int32_t* __restrict arg) {
   using T = Vec<acc_t>;
@@ -280,10 +298,8 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
   constexpr int W = T::W, kChunk = 8;
   for (int64_t j = 0; j < J; ++j) {
     sum[j] = 0;
-    if constexpr (kMax) {
-      mx[j] = -std::numeric_limits<acc_t>::infinity();
-      arg[j] = 0;
-    }
+    if constexpr (kMax) mx[j] = -std::numeric_limits<acc_t>::infinity();
+    if constexpr (kArg) arg[j] = 0;
   }
   const int64_t Jv = J / W * W;
   for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
@@ -293,10 +309,8 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
       I ix;
       for (int l = 0; l < W; ++l) {
         s[l] = sum[j + l];
-        if constexpr (kMax) {
-          m[l] = mx[j + l];
-          ix[l] = arg[j + l];
-        }
+        if constexpr (kMax) m[l] = mx[j + l];
+        if constexpr (kArg) ix[l] = arg[j + l];
       }
       for (int64_t k = k0; k < k1; ++k) {
         V v;
@@ -305,15 +319,13 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
         if constexpr (kMax) {
           const auto better = v > m;
           m = better ? v : m;
-          ix = better ? I{} + static_cast<typename T::Index>(k) : ix;
+          if constexpr (kArg) ix = better ? I{} + static_cast<typename T::Index>(k) : ix;
         }
       }
       for (int l = 0; l < W; ++l) {
         sum[j + l] = s[l];
-        if constexpr (kMax) {
-          mx[j + l] = m[l];
-          arg[j + l] = static_cast<int32_t>(ix[l]);
-        }
+        if constexpr (kMax) mx[j + l] = m[l];
+        if constexpr (kArg) arg[j + l] = static_cast<int32_t>(ix[l]);
       }
     }
     for (int64_t j = Jv; j < J; ++j)  // the last J % W outputs, one by one
@@ -322,7 +334,7 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
         sum[j] += v;
         if (kMax && v > mx[j]) {
           mx[j] = v;
-          arg[j] = static_cast<int32_t>(k);
+          if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
         }
       }
   }
@@ -333,7 +345,7 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
         const acc_t v = value(k, j);
         if (v != v) {
           mx[j] = v;
-          arg[j] = static_cast<int32_t>(k);
+          if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
           break;
         }
       }

@@ -25,12 +25,13 @@ struct TileBuffers {
   std::vector<int32_t> arg = std::vector<int32_t>(kTile);
 };
 
+// With want_max, out_arg may be null: the max of a forward that no backward follows needs no index.
 template <typename acc_t>
 void store(const ReduceArgs<acc_t>& r, int64_t out, acc_t sum, acc_t mx, int32_t arg, bool want_max) {
   r.out_sum[out] = sum / r.divisor;
   if (want_max) {
     r.out_max[out] = mx;
-    r.out_arg[out] = arg;
+    if (r.out_arg) r.out_arg[out] = arg;
   }
 }
 
@@ -39,21 +40,27 @@ template <typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
     with_flag(want_max, [&](auto wm) {
-      for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
-        row_value(b, j, [&](const auto& value) {
-          acc_t s, m;
-          int32_t arg;
-          // kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2
-          // threads: P = 16 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
-          if (K < 64) {
-            row_reduce<decltype(wm)::value, acc_t, std::decay_t<decltype(value)>, 1>(value, K, &s, &m, &arg);
-          } else if (K < 128) {
-            row_reduce<decltype(wm)::value, acc_t, std::decay_t<decltype(value)>, 2>(value, K, &s, &m, &arg);
-          } else {
-            row_reduce<decltype(wm)::value>(value, K, &s, &m, &arg);
-          }
-          store(r, i, s, m, arg, decltype(wm)::value);
-        });
+      with_flag(want_max && r.out_arg, [&](auto wa) {
+        constexpr bool kMax = decltype(wm)::value, kArg = decltype(wa)::value;
+        if constexpr (kMax || !kArg) {
+          for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
+            row_value(b, j, [&](const auto& value) {
+              using Value = std::decay_t<decltype(value)>;
+              acc_t s, m;
+              int32_t arg;
+              // kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2
+              // threads: P = 16 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
+              if (K < 64) {
+                row_reduce<kMax, acc_t, Value, 1, kArg>(value, K, &s, &m, &arg);
+              } else if (K < 128) {
+                row_reduce<kMax, acc_t, Value, 2, kArg>(value, K, &s, &m, &arg);
+              } else {
+                row_reduce<kMax, acc_t, Value, 4, kArg>(value, K, &s, &m, &arg);
+              }
+              store(r, i, s, m, arg, kMax);
+            });
+          });
+        }
       });
     });
   });
@@ -68,8 +75,10 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
       tile_value(b, j0, [&](auto value) {
-        if (want_max) {
+        if (want_max && r.out_arg) {
           tile_reduce<true, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+        } else if (want_max) {
+          tile_reduce<true, acc_t, decltype(value), false>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
         } else {
           tile_reduce<false, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
         }

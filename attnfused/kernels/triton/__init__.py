@@ -147,7 +147,10 @@ class TritonProvider:
             )
         return _combine(parts, divisor, want_max)
 
-    def pool_hw(self, x: Tensor, want_max: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    def pool_hw(
+        self, x: Tensor, want_max: bool, want_arg: bool = True
+    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        # want_arg is ignored: on a GPU the argmax rides along with the max at no extra traffic.
         h, w = x.shape[2:]
         avg, mx, arg = self._reduce_hw(x, None, want_max, h * w)
         return (avg, mx, arg) if want_max else (avg, None, None)
