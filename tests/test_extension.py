@@ -249,17 +249,20 @@ def test_cuda_gate_conv_switch():
 @pytest.mark.parametrize("want_arg", [True, False], ids=["with-argmax", "max-only"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("c", [7, 70])
 @pytest.mark.parametrize("p", [3, 15, 49, 70, 100, 130, 300])
-def test_pool_max_keeps_first_index_at_every_row_length(p, dtype, layout, want_arg):
+def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, want_arg):
     """pool_hw's max on CPU: NCHW rows (csrc/cpu/reduce.cpp) reduce short, middle and long rows with
     1, 2 and 4 accumulator vectors, channels_last tiles sweep rows of channels. Ties at positions
     spread over vectors and accumulators go to the first, a NaN wins at the first NaN, -inf rows
     and a -0.0/0.0 tie keep the first element, as torch.max. ``want_arg=False`` (a forward no
-    backward follows): the same max values, no argmax."""
+    backward follows): the same max values, no argmax. 70 channels: channels_last tiles take groups
+    of output vectors and a scalar rest."""
     g = torch.Generator().manual_seed(p)
-    x = torch.randn(2, 7, p, 1, generator=g, dtype=dtype)
-    for c, idx in enumerate([[0, p - 1], [p - 1], [p // 2, p // 3, p // 5], [p // 7, p - 2], [1 % p, p - 1]]):
-        x[0, c, idx, 0] = 9.0
+    x = torch.randn(2, c, p, 1, generator=g, dtype=dtype)
+    ties = [[0, p - 1], [p - 1], [p // 2, p // 3, p // 5], [p // 7, p - 2], [1 % p, p - 1]]
+    for ch in range(c):
+        x[0, ch, ties[ch % len(ties)], 0] = 9.0 + ch % 3
     x[1, 0, [p // 2, p - 1], 0] = float("nan")
     x[1, 1] = float("-inf")
     x[1, 2] = -1.0

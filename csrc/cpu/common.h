@@ -301,33 +301,45 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
     if constexpr (kMax) mx[j] = -std::numeric_limits<acc_t>::infinity();
     if constexpr (kArg) arg[j] = 0;
   }
-  const int64_t Jv = J / W * W;
-  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-    const int64_t k1 = std::min<int64_t>(K, k0 + kChunk);
-    for (int64_t j = 0; j < Jv; j += W) {
-      V s, m;
-      I ix;
+  // kGroup output vectors per pass over the chunk's rows: each row's compare and select (or add)
+  // depends on the previous row's result for the same outputs, so one vector at a time ran at the
+  // latency of that chain (~6 cycles a row with the argmax); kGroup independent chains overlap.
+  constexpr int kGroup = 4;
+  const int64_t Jv = J / W * W, Jg = J / (kGroup * W) * (kGroup * W);
+  auto outputs = [&](auto group, int64_t j, int64_t k0, int64_t k1) {
+    constexpr int G = decltype(group)::value;
+    V s[G], m[G];
+    I ix[G];
+    for (int q = 0; q < G; ++q)
       for (int l = 0; l < W; ++l) {
-        s[l] = sum[j + l];
-        if constexpr (kMax) m[l] = mx[j + l];
-        if constexpr (kArg) ix[l] = arg[j + l];
+        s[q][l] = sum[j + q * W + l];
+        if constexpr (kMax) m[q][l] = mx[j + q * W + l];
+        if constexpr (kArg) ix[q][l] = arg[j + q * W + l];
       }
-      for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const I kk = I{} + static_cast<typename T::Index>(k);
+      for (int q = 0; q < G; ++q) {
         V v;
-        for (int l = 0; l < W; ++l) v[l] = value(k, j + l);
-        s += v;
+        for (int l = 0; l < W; ++l) v[l] = value(k, j + q * W + l);
+        s[q] += v;
         if constexpr (kMax) {
-          const auto better = v > m;
-          m = better ? v : m;
-          if constexpr (kArg) ix = better ? I{} + static_cast<typename T::Index>(k) : ix;
+          const auto better = v > m[q];
+          m[q] = better ? v : m[q];
+          if constexpr (kArg) ix[q] = better ? kk : ix[q];
         }
       }
-      for (int l = 0; l < W; ++l) {
-        sum[j + l] = s[l];
-        if constexpr (kMax) mx[j + l] = m[l];
-        if constexpr (kArg) arg[j + l] = static_cast<int32_t>(ix[l]);
-      }
     }
+    for (int q = 0; q < G; ++q)
+      for (int l = 0; l < W; ++l) {
+        sum[j + q * W + l] = s[q][l];
+        if constexpr (kMax) mx[j + q * W + l] = m[q][l];
+        if constexpr (kArg) arg[j + q * W + l] = static_cast<int32_t>(ix[q][l]);
+      }
+  };
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t k1 = std::min<int64_t>(K, k0 + kChunk);
+    for (int64_t j = 0; j < Jg; j += kGroup * W) outputs(std::integral_constant<int, kGroup>{}, j, k0, k1);
+    for (int64_t j = Jg; j < Jv; j += W) outputs(std::integral_constant<int, 1>{}, j, k0, k1);
     for (int64_t j = Jv; j < J; ++j)  // the last J % W outputs, one by one
       for (int64_t k = k0; k < k1; ++k) {
         const acc_t v = value(k, j);
