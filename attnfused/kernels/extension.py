@@ -83,7 +83,8 @@ class ExtensionProvider:
 
     def pool_hw(self, x: Tensor, want_max: bool, want_arg: bool = True):
         h, w = x.shape[2:]
-        avg, mx, arg = self.ops.reduce_hw(x, None, None, None, None, None, want_max, float(max(h * w, 1)), want_arg)
+        divisor = float(max(h * w, 1))
+        avg, mx, arg = self.ops.reduce_hw(x, None, None, None, None, None, want_max, divisor, want_arg)
         return (avg, mx, arg if want_arg else None) if want_max else (avg, None, None)
 
     def pool_c(self, x: Tensor, ca: Optional[Tensor]):

@@ -30,7 +30,8 @@ caller (``attnfused.functional``) updates the running statistics from them, outs
 
 Eager calls run the same forward and backward bodies through a plain ``autograd.Function``
 (:class:`AttnfusedAttention`, the ``grad_fn`` users see), or the forward body alone where no
-gradient is needed; under ``torch.compile`` the custom ops are what gets traced. ``opcheck`` tests the custom ops, the block tests both paths.
+gradient is needed; under ``torch.compile`` the custom ops are what gets traced. ``opcheck`` tests
+the custom ops, the block tests both paths.
 """
 
 from __future__ import annotations
