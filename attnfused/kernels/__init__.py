@@ -75,7 +75,7 @@ class KernelProvider(Protocol):
     ) -> Tensor: ...
 
     # Optional: ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions (see
-    # attnfused/ops/_gates.py and the "cpu" provider); absent means ``F.conv*d``. ``spatial_stage``:
+    # attnfused/ops/_gates.py and the "cpu" and "cuda" providers); absent or None means ``F.conv*d``. ``spatial_stage``:
     # CBAM's spatial forward in one call (the "cpu" provider; attnfused/ops/attention.py), absent
     # means pool_c + the gate + scale.
 

@@ -11,7 +11,8 @@ gradient), ``sigmoid' = g (1 - g)``, ``hard_sigmoid'(z) = [-3 < z < 3] / 6``.
 
 The gates' convolutions (ECA's 1-D conv, CBAM's spatial conv: one output channel, one or two input
 maps) run through the kernel provider's ``gate_conv`` / ``gate_conv_backward`` when it has them (the
-compiled CPU provider: oneDNN is slow on such thin convolutions), else through ``F.conv*d``.
+compiled "cpu" and "cuda" providers: oneDNN and cuDNN are built for many channels, not these),
+else through ``F.conv*d``.
 """
 
 from __future__ import annotations
