@@ -233,15 +233,6 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
 #pragma GCC unroll 8
     for (int l = 1; l < W; ++l) best = m[0][l] > best ? m[0][l] : best;
     *mx = best;
-    if (total != total) {  // a NaN sum: is there a NaN input? (see above)
-      for (int64_t j = 0; j < K; ++j) {
-        const acc_t v = value(j);
-        if (v != v) {
-          *mx = v;
-          return;
-        }
-      }
-    }
   } else if constexpr (kMax) {
     // Shuffle tree, branch-free (a scalar fold of (max, index) pairs mispredicts on real data).
     V mv = m[0];
@@ -267,12 +258,14 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
     }
     *mx = mv[0];
     *arg = static_cast<int32_t>(iv[0]);
+  }
+  if constexpr (kMax) {
     if (total != total) {  // a NaN sum: is there a NaN input? (see above)
       for (int64_t j = 0; j < K; ++j) {
         const acc_t v = value(j);
         if (v != v) {
           *mx = v;
-          *arg = static_cast<int32_t>(j);
+          if constexpr (kArg) *arg = static_cast<int32_t>(j);
           return;
         }
       }

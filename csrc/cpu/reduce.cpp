@@ -35,32 +35,41 @@ void store(const ReduceArgs<acc_t>& r, int64_t out, acc_t sum, acc_t mx, int32_t
   }
 }
 
+// Calls ``f(kMax, kArg)`` (std::bool_constant) for the three modes a reduction runs in: sum only,
+// sum and max, sum, max and argmax (``out_arg`` null: no backward follows, see store).
+template <typename acc_t, typename F>
+void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
+  if (!want_max) {
+    f(std::false_type{}, std::false_type{});
+  } else if (!r.out_arg) {
+    f(std::true_type{}, std::false_type{});
+  } else {
+    f(std::true_type{}, std::true_type{});
+  }
+}
+
 // Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
 template <typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
-    with_flag(want_max, [&](auto wm) {
-      with_flag(want_max && r.out_arg, [&](auto wa) {
-        constexpr bool kMax = decltype(wm)::value, kArg = decltype(wa)::value;
-        if constexpr (kMax || !kArg) {
-          for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
-            row_value(b, j, [&](const auto& value) {
-              using Value = std::decay_t<decltype(value)>;
-              acc_t s, m;
-              int32_t arg;
-              // kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2
-              // threads: P = 16 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
-              if (K < 64) {
-                row_reduce<kMax, acc_t, Value, 1, kArg>(value, K, &s, &m, &arg);
-              } else if (K < 128) {
-                row_reduce<kMax, acc_t, Value, 2, kArg>(value, K, &s, &m, &arg);
-              } else {
-                row_reduce<kMax, acc_t, Value, 4, kArg>(value, K, &s, &m, &arg);
-              }
-              store(r, i, s, m, arg, kMax);
-            });
-          });
-        }
+    with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+      constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+      for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
+        row_value(b, j, [&](const auto& value) {
+          using Value = std::decay_t<decltype(value)>;
+          acc_t s, m;
+          int32_t arg;
+          // kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2
+          // threads: P = 16 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
+          if (K < 64) {
+            row_reduce<kMax, acc_t, Value, 1, kArg>(value, K, &s, &m, &arg);
+          } else if (K < 128) {
+            row_reduce<kMax, acc_t, Value, 2, kArg>(value, K, &s, &m, &arg);
+          } else {
+            row_reduce<kMax, acc_t, Value, 4, kArg>(value, K, &s, &m, &arg);
+          }
+          store(r, i, s, m, arg, kMax);
+        });
       });
     });
   });
@@ -75,13 +84,10 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
       tile_value(b, j0, [&](auto value) {
-        if (want_max && r.out_arg) {
-          tile_reduce<true, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
-        } else if (want_max) {
-          tile_reduce<true, acc_t, decltype(value), false>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
-        } else {
-          tile_reduce<false, acc_t>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
-        }
+        with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+          tile_reduce<decltype(max_flag)::value, acc_t, decltype(value), decltype(arg_flag)::value>(
+              value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+        });
       });
       for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
     }
