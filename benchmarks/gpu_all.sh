@@ -17,7 +17,10 @@
 # kernels off, to time one against the other:
 #   cuda_scalar    16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar";
 #   cuda_cudnn     gate convolutions on cuDNN (ATTNFUSED_CUDA_GATE_CONV=0), ECA and CBAM rows, tag
-#                  "cuda-cudnn-conv" (csrc/cuda/gate_conv.cu replaces them by default).
+#                  "cuda-cudnn-conv" (csrc/cuda/gate_conv.cu replaces them by default);
+#   cuda_cublas    the "fc" gate on F.linear (cuBLAS) and aten's elementwise ops
+#                  (ATTNFUSED_CUDA_FC_GATE=0), SE and CBAM-FC rows, tag "cuda-cublas-fc"
+#                  (csrc/cuda/fc_gate.cu replaces them by default).
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
 set -u
 cd "$(dirname "$0")/.."
@@ -58,6 +61,9 @@ for s in ${STEPS:-install tests bench}; do
       --tag cuda-scalar --providers cuda --compile-modes --no-e2e --no-traffic --max-minutes "${BENCH_MINUTES:-3}" ;;
     cuda_cudnn) step cuda_cudnn env ATTNFUSED_CUDA_GATE_CONV=0 python -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-cudnn-conv --providers cuda --blocks eca cbam_fc cbam_conv --compile-modes --no-e2e --no-traffic \
+      --max-minutes "${BENCH_MINUTES:-3}" ;;
+    cuda_cublas) step cuda_cublas env ATTNFUSED_CUDA_FC_GATE=0 python -m attnfused.bench --out "$OUT_DIR" \
+      --tag cuda-cublas-fc --providers cuda --blocks se_avg se_max cbam_fc --compile-modes --no-e2e --no-traffic \
       --max-minutes "${BENCH_MINUTES:-3}" ;;
     *) echo "unknown step $s" ;;
   esac

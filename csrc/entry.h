@@ -17,6 +17,37 @@ struct GateConvArgs {
   const acc_t* bias;  // [1] or null
 };
 
+// The "fc" channel gate (CUDA: csrc/cuda/fc_gate.cu): the pooled statistics ``s`` [n B, C] stacked
+// (n = 2: avg rows, then max rows), W1 [R, C], W2 [C, R], biases [R] / [C] or null; contiguous, in
+// the accumulation dtype. ``act``: kActRelu / kActSilu; ``gate``: kGateSigmoid / kGateHardSigmoid.
+constexpr int kActRelu = 0, kActSilu = 1, kGateSigmoid = 0, kGateHardSigmoid = 1;
+template <typename acc_t>
+struct FcGateArgs {
+  int64_t B, n, C, R;
+  const acc_t* s;
+  const acc_t* w1;
+  const acc_t* b1;
+  const acc_t* w2;
+  const acc_t* b2;
+  int act, gate;
+};
+// Its backward's inputs (dL/dca [B, C], the forward's z, ca [B, C] and h [n B, R]), scratch (afold
+// [B, R], dh [n B, R]) and outputs (ds [n B, C], dW1, dW2, and the biases' grads when not null).
+template <typename acc_t>
+struct FcGateGrads {
+  const acc_t* dca;
+  const acc_t* z;
+  const acc_t* ca;
+  const acc_t* h;
+  acc_t* afold;
+  acc_t* dh;
+  acc_t* ds;
+  acc_t* dw1;
+  acc_t* db1;
+  acc_t* dw2;
+  acc_t* db2;
+};
+
 namespace cpu {
 // Outputs of at least this many bytes are written with non-temporal (streaming) stores. Above it
 // the output does not stay in cache for its consumer anyway (this is about one core complex's L3
@@ -84,6 +115,11 @@ int64_t gate_conv_weight_chunks(int64_t outputs);
 template <typename acc_t>
 void gate_conv_backward(const GateConvArgs<acc_t>& args, const acc_t* dz, acc_t* din, acc_t* dweight, acc_t* dbias,
                         acc_t* parts, void* stream);
+// The "fc" channel gate: h [n B, R], act = act(h) (scratch, [n B, R]), z and ca [B, C].
+template <typename acc_t> void fc_gate(const FcGateArgs<acc_t>& args, acc_t* h, acc_t* act, acc_t* z, acc_t* ca,
+                                       void* stream);
+template <typename acc_t> void fc_gate_backward(const FcGateArgs<acc_t>& args, const FcGateGrads<acc_t>& grads,
+                                                void* stream);
 }  // namespace cuda
 #endif
 

@@ -390,6 +390,99 @@ std::tuple<Tensor, Tensor, Tensor> gate_conv_backward_op(const Tensor& dz, const
   });
 }
 
+// The "fc" channel gate (csrc/cuda/fc_gate.cu): CUDA only; the "cpu" provider keeps aten's GEMMs
+// (attnfused/ops/_gates.py). ``s`` [n B, C] and the weights in the accumulation dtype.
+template <typename acc_t>
+FcGateArgs<acc_t> fc_gate_args(const Tensor& s, const Tensor& w1, const OptTensor& b1, const Tensor& w2,
+                               const OptTensor& b2, int64_t n, int64_t act, int64_t gate) {
+  TORCH_CHECK(n == 1 || n == 2, "attnfused: fc_gate's n (stacked statistics) must be 1 or 2, got ", n);
+  TORCH_CHECK(act == kActRelu || act == kActSilu, "attnfused: fc_gate's act must be 0 (relu) or 1 (silu), got ", act);
+  TORCH_CHECK(gate == kGateSigmoid || gate == kGateHardSigmoid,
+              "attnfused: fc_gate's gate must be 0 (sigmoid) or 1 (hard sigmoid), got ", gate);
+  TORCH_CHECK(s.dim() == 2 && w1.dim() == 2 && w2.dim() == 2 && s.size(0) % n == 0 && w1.size(1) == s.size(1) &&
+                  w2.size(0) == s.size(1) && w2.size(1) == w1.size(0) && w1.size(0) > 0 && s.size(1) > 0,
+              "attnfused: fc_gate takes s [n B, C], w1 [R, C] and w2 [C, R] with C, R > 0, got ", s.sizes(), ", ",
+              w1.sizes(), " and ", w2.sizes());
+  for (const Tensor* t : {&w1, &w2})
+    TORCH_CHECK(t->device() == s.device() && t->scalar_type() == s.scalar_type(),
+                "attnfused: fc_gate's weights must be on s's device and in its dtype, got ", t->device(), " ",
+                t->scalar_type());
+  TORCH_CHECK(s.is_contiguous() && w1.is_contiguous() && w2.is_contiguous(), "attnfused: fc_gate takes contiguous tensors");
+  FcGateArgs<acc_t> a{};
+  a.n = n; a.B = s.size(0) / n; a.C = s.size(1); a.R = w1.size(0);
+  // The grids index blocks with 32 bits: a thread per weight element or (4 rows, channel).
+  TORCH_CHECK(a.C * a.R < (int64_t{1} << 38) && a.n * a.B * a.C < (int64_t{1} << 38),
+              "attnfused: fc_gate's inputs are too large for one launch");
+  a.s = s.data_ptr<acc_t>(); a.w1 = w1.data_ptr<acc_t>(); a.w2 = w2.data_ptr<acc_t>();
+  a.b1 = small<acc_t>(b1, s, s.scalar_type(), a.R, "b1");
+  a.b2 = small<acc_t>(b2, s, s.scalar_type(), a.C, "b2");
+  a.act = static_cast<int>(act); a.gate = static_cast<int>(gate);
+  return a;
+}
+
+void check_fc_gate_device(const Tensor& s) {
+  TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble,
+              "attnfused: fc_gate takes float32 or float64 statistics, got ", s.scalar_type());
+#ifdef ATTNFUSED_CUDA_KERNELS
+  TORCH_CHECK(s.device().type() == kCudaKernelDevice, "attnfused: fc_gate has CUDA kernels only, got a tensor on ",
+              s.device(), " (the \"cpu\" provider runs the gate on aten)");
+#else
+  TORCH_CHECK(false, "attnfused: fc_gate has CUDA kernels only and attnfused._C was built without them; got a tensor on ",
+              s.device());
+#endif
+}
+
+// (ca [B, C], z [B, C], h [n B, R]).
+std::tuple<Tensor, Tensor, Tensor> fc_gate_op(const Tensor& s, const Tensor& w1, const OptTensor& b1, const Tensor& w2,
+                                              const OptTensor& b2, int64_t n, int64_t act, int64_t gate) {
+  check_fc_gate_device(s);
+  return AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "fc_gate", [&] {
+    const auto a = fc_gate_args<scalar_t>(s, w1, b1, w2, b2, n, act, gate);
+    Tensor h = at::empty({a.n * a.B, a.R}, s.options()), scratch = at::empty_like(h);
+    Tensor z = at::empty({a.B, a.C}, s.options()), ca = at::empty_like(z);
+#ifdef ATTNFUSED_CUDA_KERNELS
+    CudaLaunch launch(s);
+    cuda::fc_gate(a, h.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                  ca.data_ptr<scalar_t>(), launch.stream);
+    CudaLaunch::check();
+#endif
+    return std::make_tuple(ca, z, h);
+  });
+}
+
+// (ds [n B, C], dw1, db1 (empty without want_b1), dw2, db2 (empty without want_b2)).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
+    const Tensor& dca, const Tensor& s, const Tensor& z, const Tensor& ca, const Tensor& h, const Tensor& w1,
+    const Tensor& w2, int64_t n, bool want_b1, bool want_b2, int64_t act, int64_t gate) {
+  check_fc_gate_device(s);
+  return AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "fc_gate_backward", [&] {
+    const auto a = fc_gate_args<scalar_t>(s, w1, std::nullopt, w2, std::nullopt, n, act, gate);
+    const std::vector<int64_t> bc{a.B, a.C}, jr{a.n * a.B, a.R};
+    for (const auto& [t, shape, name] : {std::make_tuple(&dca, bc, "dca"), std::make_tuple(&z, bc, "z"),
+                                         std::make_tuple(&ca, bc, "ca"), std::make_tuple(&h, jr, "h")})
+      TORCH_CHECK(t->device() == s.device() && t->scalar_type() == s.scalar_type() && t->is_contiguous() &&
+                      t->sizes() == at::IntArrayRef(shape),
+                  "attnfused: fc_gate_backward's ", name, " must be contiguous ", at::IntArrayRef(shape), " in s's dtype "
+                  "and device, got ", t->sizes());
+    auto opts = s.options();
+    Tensor afold = at::empty({a.B, a.R}, opts), dh = at::empty({a.n * a.B, a.R}, opts), ds = at::empty_like(s);
+    Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
+    Tensor db1 = at::empty({want_b1 ? a.R : 0}, opts), db2 = at::empty({want_b2 ? a.C : 0}, opts);
+    FcGateGrads<scalar_t> g{};
+    g.dca = dca.data_ptr<scalar_t>(); g.z = z.data_ptr<scalar_t>(); g.ca = ca.data_ptr<scalar_t>();
+    g.h = h.data_ptr<scalar_t>(); g.afold = afold.data_ptr<scalar_t>(); g.dh = dh.data_ptr<scalar_t>();
+    g.ds = ds.data_ptr<scalar_t>(); g.dw1 = dw1.data_ptr<scalar_t>(); g.dw2 = dw2.data_ptr<scalar_t>();
+    g.db1 = want_b1 ? db1.data_ptr<scalar_t>() : nullptr;
+    g.db2 = want_b2 ? db2.data_ptr<scalar_t>() : nullptr;
+#ifdef ATTNFUSED_CUDA_KERNELS
+    CudaLaunch launch(s);
+    cuda::fc_gate_backward(a, g, launch.stream);
+    CudaLaunch::check();
+#endif
+    return std::make_tuple(ds, dw1, db1, dw2, db2);
+  });
+}
+
 #ifndef ATTNFUSED_CUDA_EMU  // CPU only: not part of the emulator's build
 // CBAM's spatial stage forward on CPU in one call (csrc/cpu/spatial_stage.cpp): (y, maps, amc,
 // sa, z) as pool_c + the maps + gate_conv + the gate + scale would give them, without a
@@ -453,6 +546,11 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
         "-> (Tensor, Tensor, Tensor)");
+  // The "fc" channel gate (CUDA kernels only): act 0 relu, 1 silu; gate 0 sigmoid, 1 hard sigmoid.
+  m.def("fc_gate(Tensor s, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, int n, int act, int gate) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("fc_gate_backward(Tensor dca, Tensor s, Tensor z, Tensor ca, Tensor h, Tensor w1, Tensor w2, int n, "
+        "bool want_b1, bool want_b2, int act, int gate) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 #ifndef ATTNFUSED_CUDA_EMU
   // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
   m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard) "
@@ -461,13 +559,15 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
 }
 
 // CPU tensors: the CPU kernels; in the emulator's build, the CUDA kernels (emulated) for the passes
-// and the gate convolution.
+// and the gates.
 TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
   m.impl("reduce_hw", &attnfused::reduce_hw_op);
   m.impl("reduce_c", &attnfused::reduce_c_op);
   m.impl("pointwise", &attnfused::pointwise_op);
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
+  m.impl("fc_gate", &attnfused::fc_gate_op);  // CPU tensors: an error, but in the emulator's build
+  m.impl("fc_gate_backward", &attnfused::fc_gate_backward_op);
 #ifndef ATTNFUSED_CUDA_EMU
   m.impl("spatial_stage", &attnfused::spatial_stage_op);
 #endif
@@ -480,6 +580,8 @@ TORCH_LIBRARY_IMPL(attnfused_C, CUDA, m) {
   m.impl("pointwise", &attnfused::pointwise_op);
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
+  m.impl("fc_gate", &attnfused::fc_gate_op);
+  m.impl("fc_gate_backward", &attnfused::fc_gate_backward_op);
 }
 #define ATTNFUSED_HAS_CUDA 1
 #else

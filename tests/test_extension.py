@@ -229,20 +229,37 @@ def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca,
 
 
 @_needs_ext
-def test_cuda_gate_conv_switch():
-    """The cuda provider's gates use its own convolution kernels unless ATTNFUSED_CUDA_GATE_CONV=0
-    (read at import), which hands them back to F.conv*d; the cpu provider keeps its own either way."""
+@pytest.mark.parametrize(
+    "var, hooks",
+    [("ATTNFUSED_CUDA_GATE_CONV", ("gate_conv", "gate_conv_backward")), ("ATTNFUSED_CUDA_FC_GATE", ("fc_gate", "fc_gate_backward"))],
+)
+def test_cuda_gate_kernel_switches(var, hooks):
+    """The cuda provider's gates use its own kernels unless ``var=0`` (read at import), which hands
+    them back to the libraries (F.conv*d, F.linear); the other switch's hooks and the cpu
+    provider's own convolutions stay as they are."""
     import subprocess
     import sys
 
     code = (
         "from attnfused.kernels.extension import CPU, CUDA\n"
-        "print(CUDA.gate_conv is None, CUDA.gate_conv_backward is None, CPU.gate_conv is None)\n"
+        "print(*(getattr(CUDA, h) is None for h in ('gate_conv', 'gate_conv_backward', 'fc_gate', 'fc_gate_backward')),"
+        " CPU.gate_conv is None, hasattr(CPU, 'fc_gate'))\n"
     )
-    for value, want in (("0", "True True False"), ("1", "False False False")):
-        env = dict(os.environ, ATTNFUSED_CUDA_GATE_CONV=value)
+    names = ("gate_conv", "gate_conv_backward", "fc_gate", "fc_gate_backward")
+    for value in ("0", "1"):
+        env = dict(os.environ, **{var: value})
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-        assert out.returncode == 0 and out.stdout.split()[-3:] == want.split(), out.stdout + out.stderr
+        want = [str(value == "0" and h in hooks) for h in names] + ["False", "False"]
+        assert out.returncode == 0 and out.stdout.split()[-6:] == want, out.stdout + out.stderr
+
+
+@_needs_ext
+def test_fc_gate_op_says_it_has_cuda_kernels_only():
+    """The "fc" gate's op exists for the cuda provider alone; on CPU tensors it says so (the cpu
+    provider runs that gate on aten's GEMMs)."""
+    s, w1, w2 = torch.randn(2, 8), torch.randn(2, 8), torch.randn(8, 2)
+    with pytest.raises(RuntimeError, match="fc_gate has CUDA kernels only"):
+        torch.ops.attnfused_C.fc_gate(s, w1, None, w2, None, 1, 0, 0)
 
 
 @_needs_ext

@@ -74,10 +74,13 @@ class KernelProvider(Protocol):
         amp: Optional[Tensor] = None,
     ) -> Tensor: ...
 
-    # Optional: ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions (see
-    # attnfused/ops/_gates.py and the "cpu" and "cuda" providers); absent or None means ``F.conv*d``. ``spatial_stage``:
-    # CBAM's spatial forward in one call (the "cpu" provider; attnfused/ops/attention.py), absent
-    # means pool_c + the gate + scale.
+    # Optional (absent or None: the library ops attnfused/ops/_gates.py names):
+    #   ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions ("cpu" and "cuda"
+    #   providers; else F.conv*d);
+    #   ``fc_gate`` / ``fc_gate_backward``, the whole "fc" channel gate ("cuda"; else F.linear and
+    #   elementwise ops);
+    #   ``spatial_stage``, CBAM's spatial forward in one call ("cpu"; attnfused/ops/attention.py;
+    #   else pool_c + the gate + scale).
 
 
 # name -> (module, attribute) of the provider object. "cuda" and "cpu" come from the compiled

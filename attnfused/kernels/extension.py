@@ -4,7 +4,8 @@ The extension registers torch ops in the ``attnfused_C`` namespace, each with a 
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c),
 ``pointwise`` (scale, grad_input) and the gates' thin convolutions, ``gate_conv`` and
 ``gate_conv_backward`` (one output channel; ECA's 1-D conv and CBAM's spatial conv), plus a
-CPU-only one: ``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
+CUDA-only pair, ``fc_gate`` and ``fc_gate_backward`` (the "fc" channel gate: SE's and CBAM's MLP),
+and a CPU-only one: ``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
 sample by sample so that the scale's read of ``x`` hits cache (used by
 :mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
 :class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["CPU", "CUDA", "CPUExtensionProvider", "ExtensionProvider", "extension_status"]
+__all__ = ["CPU", "CUDA", "CPUExtensionProvider", "CUDAExtensionProvider", "ExtensionProvider", "extension_status"]
 
 _BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` from the attnfused checkout (needs a C++ "
@@ -141,9 +142,54 @@ class CPUExtensionProvider(ExtensionProvider):
         return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)
 
 
+_ACTS = ("relu", "silu")
+_GATE_FNS = ("sigmoid", "hard_sigmoid")
+
+
+class CUDAExtensionProvider(ExtensionProvider):
+    """The "cuda" provider: the passes, the gates' thin convolutions, and the "fc" channel gate
+    (``csrc/cuda/fc_gate.cu``: two launches per direction where F.linear and aten's elementwise ops
+    take 4-6 forward and ~10 backward)."""
+
+    def fc_gate(
+        self, s: Tensor, w: dict, n: int, act: str, gate_fn: str
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(ca, z, h)`` of :func:`attnfused.ops._gates.channel_forward` for ``gate == "fc"``: ``s``
+        the stacked statistics ``[n*B, C]``, ``w`` the gate's weights (w1, b1, w2, b2, in the
+        accumulation dtype), ``n`` how many statistics are stacked."""
+        return self.ops.fc_gate(
+            s.contiguous(), w["w1"].contiguous(), w["b1"], w["w2"].contiguous(), w["b2"], n,
+            _ACTS.index(act), _GATE_FNS.index(gate_fn),
+        )
+
+    def fc_gate_backward(
+        self, dca: Tensor, s: Tensor, z: Tensor, ca: Tensor, h: Tensor, w: dict, n: int, act: str, gate_fn: str
+    ) -> tuple[Tensor, Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
+        """``(ds [n*B, C], dw1, db1 or None, dw2, db2 or None)`` of :meth:`fc_gate` from ``dca =
+        dL/dca`` and its outputs."""
+        has_b1, has_b2 = w["b1"] is not None, w["b2"] is not None
+        ds, dw1, db1, dw2, db2 = self.ops.fc_gate_backward(
+            dca.contiguous(), s.contiguous(), z.contiguous(), ca.contiguous(), h.contiguous(),
+            w["w1"].contiguous(), w["w2"].contiguous(), n, has_b1, has_b2,
+            _ACTS.index(act), _GATE_FNS.index(gate_fn),
+        )
+        return ds, dw1, db1 if has_b1 else None, dw2, db2 if has_b2 else None
+
+
+def _without_fc_gate(provider: ExtensionProvider) -> ExtensionProvider:
+    """``provider`` with its "fc" gate on F.linear and aten's elementwise ops (cuBLAS on CUDA)."""
+    provider.fc_gate = None  # type: ignore[attr-defined]
+    provider.fc_gate_backward = None  # type: ignore[attr-defined]
+    return provider
+
+
 CPU = CPUExtensionProvider("cpu", "cpu")
-# The CUDA gate convolutions (csrc/cuda/gate_conv.cu) replace cuDNN's unless
-# ATTNFUSED_CUDA_GATE_CONV=0 (read at import), which keeps F.conv*d, to time the two against each other.
-CUDA = ExtensionProvider("cuda", "cuda")
+# The CUDA gate kernels replace the libraries' unless switched off (read at import), to time the
+# two against each other: ATTNFUSED_CUDA_GATE_CONV=0 keeps F.conv*d (cuDNN) for the gates'
+# convolutions (csrc/cuda/gate_conv.cu), ATTNFUSED_CUDA_FC_GATE=0 keeps F.linear (cuBLAS) and
+# aten's elementwise ops for the "fc" gate (csrc/cuda/fc_gate.cu).
+CUDA = CUDAExtensionProvider("cuda", "cuda")
 if os.environ.get("ATTNFUSED_CUDA_GATE_CONV") == "0":
     _without_gate_conv(CUDA)
+if os.environ.get("ATTNFUSED_CUDA_FC_GATE") == "0":
+    _without_fc_gate(CUDA)

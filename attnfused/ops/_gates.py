@@ -12,7 +12,9 @@ gradient), ``sigmoid' = g (1 - g)``, ``hard_sigmoid'(z) = [-3 < z < 3] / 6``.
 The gates' convolutions (ECA's 1-D conv, CBAM's spatial conv: one output channel, one or two input
 maps) run through the kernel provider's ``gate_conv`` / ``gate_conv_backward`` when it has them (the
 compiled "cpu" and "cuda" providers: oneDNN and cuDNN are built for many channels, not these),
-else through ``F.conv*d``.
+else through ``F.conv*d``. The whole "fc" channel gate runs through the provider's ``fc_gate`` /
+``fc_gate_backward`` when it has them (the "cuda" provider: two launches per direction), else
+through ``F.linear`` and the formulas below.
 """
 
 from __future__ import annotations
@@ -142,7 +144,11 @@ def channel_forward(
     """(``ca = gate_fn(z)``, the logits ``z = sum over pooled stats of G(s)``, both ``[B, C]``, and the
     ``"fc"`` gate's hidden pre-activation ``[n*B, C/r]`` or None: what backward needs, so that it
     repeats none of the gate's matrix products). ``kern``: the kernel provider (for its gate_conv)."""
-    zs, h = _logits(_stacked(avg, mx, spec.pool), spec, w, kern)
+    s = _stacked(avg, mx, spec.pool)
+    fused = getattr(kern, "fc_gate", None) if spec.gate == "fc" else None
+    if fused is not None:  # the "cuda" provider: the whole gate in two launches
+        return fused(s, w, _n_inputs(spec), spec.act, spec.gate_fn)
+    zs, h = _logits(s, spec, w, kern)
     z = _fold(zs, _n_inputs(spec))
     return _gate_fn(z, spec.gate_fn), z, h
 
@@ -159,8 +165,12 @@ def channel_backward(
     for the one-layer gates ``dW = dz^T sum_i s_i`` with one input gradient for all."""
     n = _n_inputs(spec)
     s = _stacked(avg, mx, spec.pool)
-    dz = _gate_fn_backward(dca, z, ca, spec.gate_fn)
     grads: Grads = {}
+    fused = getattr(kern, "fc_gate_backward", None) if spec.gate == "fc" else None
+    if fused is not None:
+        ds, grads["w1"], grads["b1"], grads["w2"], grads["b2"] = fused(dca, s, z, ca, h, w, n, spec.act, spec.gate_fn)
+        return _pooled_grads(ds, dca.shape[0], spec, grads)
+    dz = _gate_fn_backward(dca, z, ca, spec.gate_fn)
     if spec.gate == "fc":
         grads["w2"] = dz.t() @ _fold(_act(h, spec.act), n)
         if w["b2"] is not None:
@@ -178,10 +188,17 @@ def channel_backward(
         ds = dz @ w["w1"]
     else:
         ds, grads["w1"] = _conv1d_backward(dz, _fold(s, n), w["w1"], spec.conv_padding, kern)
+    return _pooled_grads(ds, dz.shape[0], spec, grads)
+
+
+def _pooled_grads(
+    ds: Tensor, b: int, spec: ChannelSpec, grads: Grads
+) -> tuple[Optional[Tensor], Optional[Tensor], Grads]:
+    """(d_avg, d_max, grads) from the gradient of the gate's input rows ``ds`` (``[2B, C]`` when
+    the "fc" gate stacked avg and max rows, else ``[B, C]``)."""
     if spec.pool == "avgmax_mean":
         return 0.5 * ds, 0.5 * ds, grads
     if spec.pool == "avgmax":
-        b = dz.shape[0]
         return (ds[:b], ds[b:], grads) if ds.shape[0] == 2 * b else (ds, ds, grads)
     return (ds, None, grads) if spec.pool == "avg" else (None, ds, grads)
 

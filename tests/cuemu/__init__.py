@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from attnfused.kernels import register_provider
-from attnfused.kernels.extension import ExtensionProvider
+from attnfused.kernels.extension import CUDAExtensionProvider
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -165,7 +165,7 @@ def from_half_bits(bits: torch.Tensor, bf16: bool) -> torch.Tensor:
     return out
 
 
-class EmulatedCUDAProvider(ExtensionProvider):
+class EmulatedCUDAProvider(CUDAExtensionProvider):
     """The "cuda" provider's calls on the emulator's ops (CPU tensors)."""
 
     def __init__(self) -> None:

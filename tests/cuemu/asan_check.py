@@ -1,4 +1,4 @@
-"""Every pass of the CUDA kernels, and forward + backward of the blocks, on the AddressSanitizer build
+"""Every pass of the CUDA kernels, the "fc" gate's kernels, and forward + backward of the blocks, on the AddressSanitizer build
 of the emulator: any out-of-bounds access to a tensor (a full-size one or a small term) aborts with
 ASan's report. Run by tests/test_cuemu.py in a subprocess started with libasan (and libstdc++, so
 that ASan finds the C++ runtime it intercepts) preloaded; prints ``ASAN-OK`` at the end.
@@ -16,7 +16,7 @@ import cuemu  # noqa: E402
 cuemu.load(asan=True)
 
 from helpers import make_block, make_input, run_fwd_bwd  # noqa: E402
-from test_cuemu import SCHEDULE_SHAPES, _all_passes, _input, _terms  # noqa: E402
+from test_cuemu import FC_GATE_CASES, SCHEDULE_SHAPES, _all_passes, _check_fc_gate, _input, _terms  # noqa: E402
 
 for shape in SCHEDULE_SHAPES:
     b, c, h, w = shape
@@ -27,6 +27,8 @@ for shape in SCHEDULE_SHAPES:
                 _all_passes(cuemu.PROVIDER, _input(shape, dtype, layout), make_input(shape, dtype, "nchw", 2),
                             _terms(b, c, h * w, dtype))
 cuemu.configure(1)
+for case in FC_GATE_CASES:
+    _check_fc_gate(case, torch.float32)
 for block in ("se_max", "eca", "cbam_fc", "spatial7"):
     for shape in ((2, 5, 3, 7), (1, 33, 9, 1)):
         for layout in ("nchw", "channels_last"):
