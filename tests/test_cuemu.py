@@ -26,7 +26,7 @@ from test_traffic import BLOCKS as TRAFFIC_BLOCKS, BUDGET as TRAFFIC_BUDGET
 from test_traffic import _block as traffic_block, _input as traffic_input
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 from attnfused.kernels.extension import CPU
-from test_extension import GATE_CONV_CASES, check_gate_conv, gate_conv_case_id
+from test_extension import FC_GATE_CASES, GATE_CONV_CASES, check_fc_gate, check_gate_conv, fc_gate_case_id, gate_conv_case_id
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the real kernels (tests/test_gpu.py)")
 
@@ -240,62 +240,8 @@ def test_gate_conv_is_right_and_schedule_independent(case, dtype):
             assert torch.equal(a, ref), "the gate convolution depends on the schedule"
 
 
-# (B, n stacked statistics, C, R, act, gate_fn, bias1, bias2): R above and below a warp, C not a
-# multiple of 32, C = R = 1, an empty batch (zero weight gradients).
-FC_GATE_CASES = [
-    (3, 1, 37, 5, "relu", "sigmoid", False, False),
-    (2, 2, 70, 33, "relu", "sigmoid", True, True),
-    (1, 1, 1, 1, "silu", "hard_sigmoid", True, True),
-    (5, 1, 300, 40, "silu", "sigmoid", True, False),
-    (6, 2, 64, 4, "relu", "hard_sigmoid", False, True),
-    (0, 1, 16, 4, "relu", "sigmoid", True, True),
-]
-
-
-def _fc_gate_case_id(case: tuple) -> str:
-    return "x".join(map(str, case[:4])) + f"-{case[4]}-{case[5]}" + "".join("-b" + str(i + 1) for i in (0, 1) if case[6 + i])
-
-
-def _check_fc_gate(case: tuple, dtype: torch.dtype) -> tuple:
-    """``fc_gate`` / ``fc_gate_backward`` on the emulator against autograd through F.linear; returns
-    what they gave."""
-    import torch.nn.functional as F
-
-    b, n, c, r, act, gate_fn, bias1, bias2 = case
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
-
-    s, w1, w2 = rand(n * b, c), rand(r, c, scale=c**-0.5), rand(c, r, scale=r**-0.5)
-    b1 = rand(r) if bias1 else None
-    b2 = rand(c) if bias2 else None
-    h = F.linear(s, w1, b1)
-    zs = F.linear(F.relu(h) if act == "relu" else F.silu(h), w2, b2)
-    z = zs[:b] + zs[b:] if n == 2 else zs
-    # relu6(z + 3) / 6, not F.hardsigmoid: its backward scales by a float32 1/6 (3e-8 off in fp64)
-    ca = torch.sigmoid(z) if gate_fn == "sigmoid" else F.relu6(z + 3) / 6
-    w = {"w1": w1.detach(), "b1": None if b1 is None else b1.detach(), "w2": w2.detach(), "b2": None if b2 is None else b2.detach()}
-    got = EMU.fc_gate(s.detach(), w, n, act, gate_fn)
-    # fp32: sums of up to C products (h, ds, dw1 over n B rows), in another order than aten's
-    tol = dict(rtol=1e-5, atol=1e-6 * max(c, n * b, r) ** 0.5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
-    for x, want in zip(got, (ca, z, h)):
-        torch.testing.assert_close(x, want.detach(), **tol)
-    dca = torch.randn(b, c, generator=g, dtype=dtype)
-    wrt = [t for t in (s, w1, b1, w2, b2) if t is not None]
-    want_d = iter(torch.autograd.grad(ca, wrt, dca, allow_unused=True))
-    got_d = EMU.fc_gate_backward(dca, s.detach(), *got[1::-1], got[2], w, n, act, gate_fn)
-    for x, t in zip(got_d, (s, w1, b1, w2, b2)):
-        if t is None:
-            assert x is None
-            continue
-        want = next(want_d)
-        torch.testing.assert_close(x, torch.zeros_like(t) if want is None else want, **tol)
-    return (*got, *(x for x in got_d if x is not None))
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("case", FC_GATE_CASES, ids=_fc_gate_case_id)
+@pytest.mark.parametrize("case", FC_GATE_CASES, ids=fc_gate_case_id)
 def test_fc_gate_is_right_and_schedule_independent(case, dtype):
     """csrc/cuda/fc_gate.cu (the "cuda" provider's "fc" channel gate, forward and backward) against
     autograd through F.linear, on every emulated device, and bit for bit the same under every
@@ -304,7 +250,7 @@ def test_fc_gate_is_right_and_schedule_independent(case, dtype):
     for device in DEVICES:
         for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
             cuemu.configure(device, order, seed)
-            runs.append(_check_fc_gate(case, dtype))
+            runs.append(check_fc_gate(EMU, dtype, case))
     for run in runs[1:]:
         for a, ref in zip(run, runs[0]):
             assert torch.equal(a, ref), "the fc gate depends on the schedule"

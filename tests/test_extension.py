@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attnfused._toolchain import cuda_build_problem
 from attnfused.kernels.extension import extension_status
@@ -87,21 +88,22 @@ def gate_conv_case_id(case: tuple) -> str:
     return "x".join(map(str, case[:8])) + ("-bias" if case[8] else "")
 
 
-def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple) -> tuple:
+def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple, device: str = "cpu") -> tuple:
     """``gate_ops.gate_conv`` / ``gate_conv_backward`` against F.conv2d and aten's
-    convolution_backward on ``case``; returns what they gave (forward, then the three gradients)."""
+    convolution_backward on ``case`` on ``device``; returns what they gave (forward, then the three
+    gradients)."""
     b, m, h, w, kh, kw, ph, pw, bias = case
     g = torch.Generator().manual_seed(0)
-    maps = torch.randn(b, m, h, w, generator=g, dtype=dtype)
-    weight = torch.randn(1, m, kh, kw, generator=g, dtype=dtype)
-    bvec = torch.randn(1, generator=g, dtype=dtype) if bias else None
+    maps = torch.randn(b, m, h, w, generator=g, dtype=dtype).to(device)
+    weight = torch.randn(1, m, kh, kw, generator=g, dtype=dtype).to(device)
+    bvec = torch.randn(1, generator=g, dtype=dtype).to(device) if bias else None
     want = torch.nn.functional.conv2d(maps, weight, bvec, padding=(ph, pw))
     got = gate_ops.gate_conv(maps, weight, bvec, ph, pw)
     # fp32: sums of up to b*Ho*Wo products (the weight gradient) in another order than aten's
     n = max(1, b * want.shape[-2] * want.shape[-1])
     tol = dict(rtol=1e-5, atol=1e-6 * n**0.5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got, want, **tol)
-    dz = torch.randn(want.shape, generator=g, dtype=dtype)
+    dz = torch.randn(want.shape, generator=g, dtype=dtype).to(device)
     want_d = torch.ops.aten.convolution_backward(
         dz, maps, weight, [1] if bias else None, [1, 1], [ph, pw], [1, 1], False, [0, 0], 1, [True, True, bias]
     )
@@ -113,6 +115,59 @@ def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple) -> tuple:
     else:
         assert got_d[2].numel() == 0
     return (got, *got_d)
+
+
+# (B, n stacked statistics, C, R, act, gate_fn, bias1, bias2): R above and below a warp, C not a
+# multiple of 32, C = R = 1, an empty batch (zero weight gradients). The "cuda" provider's kernels
+# only: tests/test_cuemu.py (emulated) and tests/test_gpu.py.
+FC_GATE_CASES = [
+    (3, 1, 37, 5, "relu", "sigmoid", False, False),
+    (2, 2, 70, 33, "relu", "sigmoid", True, True),
+    (1, 1, 1, 1, "silu", "hard_sigmoid", True, True),
+    (5, 1, 300, 40, "silu", "sigmoid", True, False),
+    (6, 2, 64, 4, "relu", "hard_sigmoid", False, True),
+    (0, 1, 16, 4, "relu", "sigmoid", True, True),
+]
+
+
+def fc_gate_case_id(case: tuple) -> str:
+    return "x".join(map(str, case[:4])) + f"-{case[4]}-{case[5]}" + "".join("-b" + str(i + 1) for i in (0, 1) if case[6 + i])
+
+
+def check_fc_gate(provider, dtype: torch.dtype, case: tuple, device: str = "cpu") -> tuple:
+    """``provider.fc_gate`` / ``fc_gate_backward`` (the "cuda" provider's, or the emulator's) against
+    autograd through F.linear on ``device``; returns what they gave."""
+    b, n, c, r, act, gate_fn, bias1, bias2 = case
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).to(device).requires_grad_()
+
+    s, w1, w2 = rand(n * b, c), rand(r, c, scale=c**-0.5), rand(c, r, scale=r**-0.5)
+    b1 = rand(r) if bias1 else None
+    b2 = rand(c) if bias2 else None
+    h = F.linear(s, w1, b1)
+    zs = F.linear(F.relu(h) if act == "relu" else F.silu(h), w2, b2)
+    z = zs[:b] + zs[b:] if n == 2 else zs
+    # relu6(z + 3) / 6, not F.hardsigmoid: its backward scales by a float32 1/6 (3e-8 off in fp64)
+    ca = torch.sigmoid(z) if gate_fn == "sigmoid" else F.relu6(z + 3) / 6
+    w = {"w1": w1.detach(), "b1": None if b1 is None else b1.detach(), "w2": w2.detach(), "b2": None if b2 is None else b2.detach()}
+    got = provider.fc_gate(s.detach(), w, n, act, gate_fn)
+    # fp32: sums of up to C products (h, ds, dw1 over n B rows), in another order than aten's
+    tol = dict(rtol=1e-5, atol=1e-6 * max(c, n * b, r) ** 0.5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for x, want in zip(got, (ca, z, h)):
+        torch.testing.assert_close(x, want.detach(), **tol)
+    dca = torch.randn(b, c, generator=g, dtype=dtype).to(device)
+    wrt = [t for t in (s, w1, b1, w2, b2) if t is not None]
+    want_d = iter(torch.autograd.grad(ca, wrt, dca, allow_unused=True))
+    got_d = provider.fc_gate_backward(dca, s.detach(), *got[1::-1], got[2], w, n, act, gate_fn)
+    for x, t in zip(got_d, (s, w1, b1, w2, b2)):
+        if t is None:
+            assert x is None
+            continue
+        want = next(want_d)
+        torch.testing.assert_close(x, torch.zeros_like(t) if want is None else want, **tol)
+    return (*got, *(x for x in got_d if x is not None))
 
 
 @_needs_ext

@@ -7,6 +7,7 @@ import torch
 
 import attnfused
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
+from test_extension import FC_GATE_CASES, GATE_CONV_CASES, check_fc_gate, check_gate_conv, fc_gate_case_id, gate_conv_case_id
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -86,3 +87,33 @@ def test_cuda_and_triton_agree_on_large_shapes(block, dtype, layout):
             scale = max(1.0, g_t[n].abs().max().item())
             rtol, atol = TOL[dtype]
             torch.testing.assert_close(g_c[n], g_t[n], rtol=rtol, atol=atol * scale, msg=lambda e: f"grad {n}: {e}")
+
+
+def _needs_cuda_kernels():
+    from attnfused.kernels.extension import extension_status
+
+    if not extension_status()["cuda"]:
+        pytest.skip("attnfused._C has no CUDA kernels")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", GATE_CONV_CASES, ids=gate_conv_case_id)
+def test_cuda_gate_conv_matches_torch(case, dtype):
+    """csrc/cuda/gate_conv.cu on the GPU against F.conv2d / convolution_backward, and the same bits
+    twice (no atomics)."""
+    _needs_cuda_kernels()
+    runs = [check_gate_conv(torch.ops.attnfused_C, dtype, case, "cuda") for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs)), "the gate convolution is not deterministic"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", FC_GATE_CASES, ids=fc_gate_case_id)
+def test_cuda_fc_gate_matches_autograd(case, dtype):
+    """csrc/cuda/fc_gate.cu on the GPU against autograd through F.linear, and the same bits twice."""
+    _needs_cuda_kernels()
+    from attnfused.kernels.extension import CUDA
+
+    if CUDA.fc_gate is None:
+        pytest.skip("ATTNFUSED_CUDA_FC_GATE=0")
+    runs = [check_fc_gate(CUDA, dtype, case, "cuda") for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs)), "the fc gate is not deterministic"

@@ -16,7 +16,8 @@ import cuemu  # noqa: E402
 cuemu.load(asan=True)
 
 from helpers import make_block, make_input, run_fwd_bwd  # noqa: E402
-from test_cuemu import FC_GATE_CASES, SCHEDULE_SHAPES, _all_passes, _check_fc_gate, _input, _terms  # noqa: E402
+from test_cuemu import SCHEDULE_SHAPES, _all_passes, _input, _terms  # noqa: E402
+from test_extension import FC_GATE_CASES, check_fc_gate  # noqa: E402
 
 for shape in SCHEDULE_SHAPES:
     b, c, h, w = shape
@@ -28,7 +29,7 @@ for shape in SCHEDULE_SHAPES:
                             _terms(b, c, h * w, dtype))
 cuemu.configure(1)
 for case in FC_GATE_CASES:
-    _check_fc_gate(case, torch.float32)
+    check_fc_gate(cuemu.PROVIDER, torch.float32, case)
 for block in ("se_max", "eca", "cbam_fc", "spatial7"):
     for shape in ((2, 5, 3, 7), (1, 33, 9, 1)):
         for layout in ("nchw", "channels_last"):
