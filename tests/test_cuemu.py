@@ -219,6 +219,19 @@ def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layou
                 assert torch.equal(a, ref), f"device {device}: pass {i} depends on the schedule"
 
 
+def _same_under_every_schedule(check, what: str) -> None:
+    """Run ``check`` (which asserts its results right and returns them) on every emulated device in
+    forward, reverse and random block/thread order; all runs must agree bit for bit."""
+    runs = []
+    for device in DEVICES:
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
+            cuemu.configure(device, order, seed)
+            runs.append(check())
+    for run in runs[1:]:
+        for a, ref in zip(run, runs[0]):
+            assert torch.equal(a, ref), f"the {what} depends on the schedule"
+
+
 # Beyond test_extension's cases: weight gradients reduced over several chunks of 8192 products.
 GATE_CONV_CASES_CUDA = GATE_CONV_CASES + [(3, 2, 60, 50, 7, 7, 3, 3, True), (4, 1, 1, 5000, 1, 9, 0, 4, False)]
 
@@ -229,15 +242,7 @@ def test_gate_conv_is_right_and_schedule_independent(case, dtype):
     """csrc/cuda/gate_conv.cu (the "cuda" provider's gate convolutions) against F.conv2d and aten's
     convolution_backward on every emulated device, and bit for bit the same under every schedule:
     the weight gradient's chunked reduction has a fixed order."""
-    gate_ops = torch.ops.attnfused_cuemu
-    runs = []
-    for device in DEVICES:
-        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
-            cuemu.configure(device, order, seed)
-            runs.append(check_gate_conv(gate_ops, dtype, case))
-    for run in runs[1:]:
-        for a, ref in zip(run, runs[0]):
-            assert torch.equal(a, ref), "the gate convolution depends on the schedule"
+    _same_under_every_schedule(lambda: check_gate_conv(torch.ops.attnfused_cuemu, dtype, case), "gate convolution")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -246,14 +251,7 @@ def test_fc_gate_is_right_and_schedule_independent(case, dtype):
     """csrc/cuda/fc_gate.cu (the "cuda" provider's "fc" channel gate, forward and backward) against
     autograd through F.linear, on every emulated device, and bit for bit the same under every
     schedule: each sum runs in a fixed order."""
-    runs = []
-    for device in DEVICES:
-        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
-            cuemu.configure(device, order, seed)
-            runs.append(check_fc_gate(EMU, dtype, case))
-    for run in runs[1:]:
-        for a, ref in zip(run, runs[0]):
-            assert torch.equal(a, ref), "the fc gate depends on the schedule"
+    _same_under_every_schedule(lambda: check_fc_gate(EMU, dtype, case), "fc gate")
 
 
 def test_fc_gate_refuses_bad_arguments():
