@@ -410,8 +410,9 @@ FcGateArgs<acc_t> fc_gate_args(const Tensor& s, const Tensor& w1, const OptTenso
   TORCH_CHECK(s.is_contiguous() && w1.is_contiguous() && w2.is_contiguous(), "attnfused: fc_gate takes contiguous tensors");
   FcGateArgs<acc_t> a{};
   a.n = n; a.B = s.size(0) / n; a.C = s.size(1); a.R = w1.size(0);
-  // The grids index blocks with 32 bits: a thread per weight element or (4 rows, channel).
-  TORCH_CHECK(a.C * a.R < (int64_t{1} << 38) && a.n * a.B * a.C < (int64_t{1} << 38),
+  // Each grid has at most (products of two of C, R, n B) / 32 blocks, which must fit gridDim.x (2^31 - 1).
+  const int64_t J = a.n * a.B, kMax = int64_t{1} << 36;
+  TORCH_CHECK(a.C * a.R < kMax && J * a.C < kMax && J * a.R < kMax,
               "attnfused: fc_gate's inputs are too large for one launch");
   a.s = s.data_ptr<acc_t>(); a.w1 = w1.data_ptr<acc_t>(); a.w2 = w2.data_ptr<acc_t>();
   a.b1 = small<acc_t>(b1, s, s.scalar_type(), a.R, "b1");

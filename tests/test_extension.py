@@ -152,7 +152,7 @@ def check_fc_gate(provider, dtype: torch.dtype, case: tuple, device: str = "cpu"
     # relu6(z + 3) / 6, not F.hardsigmoid: its backward scales by a float32 1/6 (3e-8 off in fp64)
     ca = torch.sigmoid(z) if gate_fn == "sigmoid" else F.relu6(z + 3) / 6
     w = {"w1": w1.detach(), "b1": None if b1 is None else b1.detach(), "w2": w2.detach(), "b2": None if b2 is None else b2.detach()}
-    got = provider.fc_gate(s.detach(), w, n, act, gate_fn)
+    got = got_ca, got_z, got_h = provider.fc_gate(s.detach(), w, n, act, gate_fn)
     # fp32: sums of up to C products (h, ds, dw1 over n B rows), in another order than aten's
     tol = dict(rtol=1e-5, atol=1e-6 * max(c, n * b, r) ** 0.5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     for x, want in zip(got, (ca, z, h)):
@@ -160,7 +160,7 @@ def check_fc_gate(provider, dtype: torch.dtype, case: tuple, device: str = "cpu"
     dca = torch.randn(b, c, generator=g, dtype=dtype).to(device)
     wrt = [t for t in (s, w1, b1, w2, b2) if t is not None]
     want_d = iter(torch.autograd.grad(ca, wrt, dca, allow_unused=True))
-    got_d = provider.fc_gate_backward(dca, s.detach(), *got[1::-1], got[2], w, n, act, gate_fn)
+    got_d = provider.fc_gate_backward(dca, s.detach(), got_z, got_ca, got_h, w, n, act, gate_fn)
     for x, t in zip(got_d, (s, w1, b1, w2, b2)):
         if t is None:
             assert x is None
