@@ -8,6 +8,8 @@ backward, the reductions split as for a 132-SM GPU) is recorded as the JIT would
 (argument types, constexprs, 16-divisible arguments, integers equal to 1 as constants), without
 running it, and each distinct variant goes through Triton's whole pipeline down to a cubin for
 sm_90 (the lent H200) and sm_80, in a subprocess without ``TRITON_INTERPRET`` (tests/triton_aot.py).
+The launchers' alignment claims (attnfused/kernels/triton/_offsets.py) are checked both ways: true
+on every row start, and visible in the PTX as vector loads of the claimed width.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def _record_variants(monkeypatch) -> list[dict]:
 def _representatives(variants: list[dict]) -> list[dict]:
     """One launch per (kernel, constexprs, pointer dtypes): the one with the most 16-divisible
     arguments (the most vectorised code). All ~870 launches compile too, in ~90 s per target; the
-    ~360 representatives keep the test to ~40 s per target."""
+    ~440 representatives keep the test to ~50 s per target."""
     best: dict[str, dict] = {}
     for rec in variants:
         key = json.dumps([rec["kernel"], {k: v for k, v in rec["constexprs"].items() if k.isupper()},
@@ -135,3 +137,58 @@ def test_every_triton_launch_compiles_for_sm90_and_sm80(monkeypatch, tmp_path):
         assert not result["failures"], f"{target}: {len(result['failures'])} variants fail: {result['failures'][:3]}"
         assert result["compiled"] == len(variants), result
         assert result["max_shared"] <= SHARED_LIMIT[target], result
+        # an alignment the launcher claimed (_offsets.py) turns into vector loads of that width
+        for rec, widest in zip(variants, result["widest_load"]):
+            claim = rec["constexprs"]["ALIGN"] * _ELEM[rec["signature"]["A"]]
+            if rec["constexprs"]["ALIGN"] > 1:
+                assert widest >= claim, f"{target}: {rec['kernel']} {rec['constexprs']}: ALIGN claims {claim} B, widest load {widest} B"
+
+
+_ELEM = {"*fp32": 4, "*fp64": 8, "*fp16": 2, "*bf16": 2}
+
+
+def _row_starts_aligned(t: torch.Tensor, strides: tuple[int, int, int], c_fast: bool, align: int) -> bool:
+    """Brute force: every row of ``t``'s unit-stride axis starts ``align`` elements aligned."""
+    b, c, h, w = t.shape
+    sb, sc, sp = strides
+    other, n_other = (sp, h * w) if c_fast else (sc, c)
+    elem = t.element_size()
+    return all((t.data_ptr() + (i * sb + j * other) * elem) % (align * elem) == 0 for i in range(b) for j in range(n_other))
+
+
+def _layouts():
+    """(tensor, c_fast, the ALIGN expected) over layouts the blocks meet and ones that defeat it."""
+    base = torch.empty(2, 1024, 14, 14)
+    yield base, False, 4  # NCHW 14x14 fp32: rows of 196 floats, 16-byte aligned
+    yield base.bfloat16(), False, 4  # bf16: 392-byte rows, 8-byte aligned
+    yield torch.empty(2, 64, 7, 7), False, 1  # rows of 49
+    yield torch.empty(2, 64, 56, 56).half(), False, 8
+    yield torch.empty(2, 200, 7, 7).contiguous(memory_format=torch.channels_last), True, 4
+    yield torch.empty(2, 30, 5, 5).contiguous(memory_format=torch.channels_last), True, 2
+    yield torch.empty(2, 64, 14, 14, dtype=torch.float64), False, 2
+    yield torch.empty(2 * 64 * 196 + 1)[1:].view(2, 64, 14, 14), False, 1  # pointer 4 bytes off
+    yield torch.empty(2 * 64 * 196 + 2)[2:].view(2, 64, 14, 14), False, 2
+    yield torch.empty(2, 66, 14, 14)[:, 1:65], False, 4  # channel slice: rows of 196 floats, 784 B apart
+    yield torch.empty(2, 64, 14, 14)[:, :, :, :7], False, 2  # W sliced: launched as a contiguous copy, rows of 98
+    yield torch.empty(1, 1, 1, 1).expand(2, 64, 14, 14), False, 1  # stride 0 (dy of y.sum())
+    yield torch.empty(2, 64, 14, 14).contiguous(memory_format=torch.channels_last), False, 1  # wrong axis
+
+
+def test_vector_align_claims_only_what_holds():
+    """The launcher's ALIGN (attnfused/kernels/triton/_offsets.py) against brute force on each row
+    start: a false claim would make the GPU fault on a misaligned vector access, a missed one leave
+    the 14x14 stage's loads scalar."""
+    from attnfused.kernels._layout import bcp_strides
+    from attnfused.kernels.triton._offsets import vector_align
+
+    for t, c_fast, want in _layouts():
+        t2, strides = bcp_strides(t)
+        got = vector_align([(t2, strides)], c_fast)
+        assert got == want, (tuple(t.shape), t.stride(), t.dtype, c_fast, got, want)
+        if got > 1:
+            unit, length = (strides[1], t.shape[1]) if c_fast else (strides[2], t.shape[2] * t.shape[3])
+            assert unit == 1 and length % got == 0
+            assert _row_starts_aligned(t2, strides, c_fast, got)
+    # a launch takes the smallest of its tensors' alignments
+    a, b = torch.empty(2, 64, 14, 14), torch.empty(2 * 64 * 196 + 2)[2:].view(2, 64, 14, 14)
+    assert vector_align([(a, bcp_strides(a)[1]), (b, bcp_strides(b)[1])], False) == 2

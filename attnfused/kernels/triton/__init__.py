@@ -18,6 +18,7 @@ from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
 from .._layout import acc_dtype, bcp_strides, channels_fastest, empty_output
+from ._offsets import vector_align
 from ._pointwise import pointwise_kernel
 from ._reduce_c import reduce_c_kernel
 from ._reduce_hw import reduce_hw_kernel
@@ -44,6 +45,14 @@ def _tile(c: int, p: int, c_fast: bool, reduce_axis: str) -> tuple[int, int]:
         return bc, _p2(p, max(16 if reduce_axis != "c" else 32, _TILE_ELEMS // bc))
     bp = _p2(p, 256 if reduce_axis != "c" else 128)
     return _p2(c, max(4 if reduce_axis != "c" else 8, _TILE_ELEMS // bp)), bp
+
+
+def _alignment(tensors: list[tuple[Tensor, tuple[int, int, int]]], c_fast: bool) -> dict:
+    """The ``C_FAST`` / ``ALIGN`` constexprs of a launch (_offsets.py). Without an alignment to
+    claim, ``C_FAST`` is left False: it only matters with one, and one value keeps the JIT from
+    compiling a second, identical variant."""
+    align = vector_align(tensors, c_fast)
+    return {"C_FAST": c_fast and align > 1, "ALIGN": align}
 
 
 def _device_ctx(t: Tensor):
@@ -129,7 +138,8 @@ class TritonProvider:
         p = h * w
         a, sa_ = bcp_strides(a)
         x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
-        bc, bp = _tile(c, p, channels_fastest(sa_), "p")
+        c_fast = channels_fastest(sa_)
+        bc, bp = _tile(c, p, c_fast, "p")
         n_ct = triton.cdiv(c, bc)
         n_split, split_len = _split(bsz * n_ct, p, bp, self._min_programs(a.device))
         parts = _reduce_outputs(a, n_split, c, want_max)
@@ -144,6 +154,7 @@ class TritonProvider:
                 c, p, n_ct, n_split, split_len, divisor if n_split == 1 else 1, *sa_, *sx_,
                 HAS_X=terms.get("has_x", False), HAS_SA=sa is not None, HAS_DA=da is not None,
                 HAS_DM=dm is not None, WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
+                **_alignment([(a, sa_), (x, sx_)], c_fast),
             )
         return _combine(parts, divisor, want_max)
 
@@ -165,7 +176,8 @@ class TritonProvider:
         has_x = x is not None
         a, sa_ = bcp_strides(a)
         x, sx_ = bcp_strides(x) if x is not None else (a, sa_)
-        bc, bp = _tile(c, p, channels_fastest(sa_), "c")
+        c_fast = channels_fastest(sa_)
+        bc, bp = _tile(c, p, c_fast, "c")
         n_pt = triton.cdiv(p, bp)
         n_split, split_len = _split(bsz * n_pt, c, bc, self._min_programs(a.device))
         parts = _reduce_outputs(a, n_split, p, want_max)
@@ -178,7 +190,7 @@ class TritonProvider:
                 c, p, n_pt, n_split, split_len, divisor if n_split == 1 else 1, *sa_, *sx_,
                 HAS_X=has_x, HAS_CA=ca is not None,
                 ROUND_X1=ca is not None and not has_x and a.dtype != out_sum.dtype,
-                WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp,
+                WANT_MAX=want_max, BLOCK_C=bc, BLOCK_P=bp, **_alignment([(a, sa_), (x, sx_)], c_fast),
             )
         return _combine(parts, divisor, want_max)
 
@@ -199,7 +211,8 @@ class TritonProvider:
         p = h * w
         a, sa_ = bcp_strides(a)
         so_ = bcp_strides(out)[1]
-        bc, bp = _tile(c, p, channels_fastest(so_), "none")
+        c_fast = channels_fastest(so_)
+        bc, bp = _tile(c, p, c_fast, "none")
         n_ct, n_pt = triton.cdiv(c, bc), triton.cdiv(p, bp)
         names = ("ca", "sa", "da", "dm", "amc", "davg", "dmax", "amp")
         t = {k: terms.get(k) for k in names}
@@ -213,7 +226,7 @@ class TritonProvider:
                 ROUND_X1=ca_first and t["sa"] is not None and a.dtype not in (torch.float32, torch.float64),
                 HAS_SA=t["sa"] is not None, HAS_DA=t["da"] is not None, HAS_DM=t["dm"] is not None,
                 HAS_DAVG=t["davg"] is not None, HAS_DMAX=t["dmax"] is not None,
-                ACC=acc, BLOCK_C=bc, BLOCK_P=bp,
+                ACC=acc, BLOCK_C=bc, BLOCK_P=bp, **_alignment([(a, sa_), (out, so_)], c_fast),
             )
         return out
 

@@ -11,6 +11,8 @@ same kernel serves SE/ECA, spatial attention and CBAM::
 import triton
 import triton.language as tl
 
+from ._offsets import axis_mask, tile_offsets
+
 
 @triton.jit
 def pointwise_kernel(
@@ -20,6 +22,7 @@ def pointwise_kernel(
     HAS_CA: tl.constexpr, CA_FIRST: tl.constexpr, ROUND_X1: tl.constexpr, HAS_SA: tl.constexpr,
     HAS_DA: tl.constexpr, HAS_DM: tl.constexpr, HAS_DAVG: tl.constexpr, HAS_DMAX: tl.constexpr,
     ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    C_FAST: tl.constexpr, ALIGN: tl.constexpr,  # row alignment the launcher checked (_offsets.py)
 ):
     pid = tl.program_id(0)
     tiles = n_ctiles * n_ptiles
@@ -27,8 +30,8 @@ def pointwise_kernel(
     r = pid % tiles
     c = (r // n_ptiles) * BLOCK_C + tl.arange(0, BLOCK_C)
     p = (r % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-    cmask = c < C
-    pmask = p < P
+    cmask = axis_mask(c, C, ALIGN if C_FAST else 1)
+    pmask = axis_mask(p, P, 1 if C_FAST else ALIGN)
     c64 = c.to(tl.int64)
     p64 = p.to(tl.int64)
     mask = cmask[:, None] & pmask[None, :]
@@ -36,7 +39,7 @@ def pointwise_kernel(
     small_c = b * C + c64
     small_p = b * P + p64
 
-    v = tl.load(A + b * sab + c64[:, None] * sac + p64[None, :] * sap, mask=mask, other=0.0).to(acc_ty)
+    v = tl.load(A + tile_offsets(b, c64, p64, sab, sac, sap, C_FAST, ALIGN), mask=mask, other=0.0).to(acc_ty)
     if HAS_CA:
         ca = tl.load(CA + small_c, mask=cmask, other=0.0)[:, None]
         if CA_FIRST:
@@ -60,4 +63,4 @@ def pointwise_kernel(
         dmax = tl.load(DMAX + small_c, mask=cmask, other=0.0)
         amp = tl.load(AMP + small_c, mask=cmask, other=-1)
         v = v + tl.where(p[None, :] == amp[:, None], dmax[:, None], 0.0)
-    tl.store(Y + b * syb + c64[:, None] * syc + p64[None, :] * syp, v.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + tile_offsets(b, c64, p64, syb, syc, syp, C_FAST, ALIGN), v.to(Y.dtype.element_ty), mask=mask)

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from ._max import merge_max_argmax, tile_max_argmax
+from ._offsets import axis_mask, tile_offsets
 
 
 @triton.jit
@@ -21,13 +22,14 @@ def reduce_c_kernel(
     sab, sac, sap, sxb, sxc, sxp,
     HAS_X: tl.constexpr, HAS_CA: tl.constexpr, ROUND_X1: tl.constexpr,
     WANT_MAX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    C_FAST: tl.constexpr, ALIGN: tl.constexpr,  # row alignment the launcher checked (_offsets.py)
 ):
     pid = tl.program_id(0)
     split = pid % n_split
     pid = pid // n_split
     b = (pid // n_ptiles).to(tl.int64)
     p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pmask = p < P
+    pmask = axis_mask(p, P, 1 if C_FAST else ALIGN)
     p64 = p.to(tl.int64)
     acc_ty = OUT_SUM.dtype.element_ty
 
@@ -37,16 +39,16 @@ def reduce_c_kernel(
     c_begin = split * SPLIT_LEN
     for c0 in range(c_begin, tl.minimum(c_begin + SPLIT_LEN, C), BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < C
+        cmask = axis_mask(c, C, ALIGN if C_FAST else 1)
         c64 = c.to(tl.int64)
         mask = cmask[:, None] & pmask[None, :]
-        v = tl.load(A + b * sab + c64[:, None] * sac + p64[None, :] * sap, mask=mask, other=0.0).to(acc_ty)
+        v = tl.load(A + tile_offsets(b, c64, p64, sab, sac, sap, C_FAST, ALIGN), mask=mask, other=0.0).to(acc_ty)
         if HAS_CA:
             v = v * tl.load(CA + b * C + c64, mask=cmask, other=0.0)[:, None]
             if ROUND_X1:
                 v = v.to(A.dtype.element_ty).to(acc_ty)
         if HAS_X:
-            xv = tl.load(X + b * sxb + c64[:, None] * sxc + p64[None, :] * sxp, mask=mask, other=0.0)
+            xv = tl.load(X + tile_offsets(b, c64, p64, sxb, sxc, sxp, C_FAST, ALIGN), mask=mask, other=0.0)
             v = v * xv.to(acc_ty)
         acc += tl.where(mask, v, 0.0)
         if WANT_MAX:

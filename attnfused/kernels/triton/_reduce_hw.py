@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ._max import merge_max_argmax, tile_max_argmax
+from ._offsets import axis_mask, tile_offsets
 
 
 @triton.jit
@@ -23,13 +24,14 @@ def reduce_hw_kernel(
     sab, sac, sap, sxb, sxc, sxp,
     HAS_X: tl.constexpr, HAS_SA: tl.constexpr, HAS_DA: tl.constexpr, HAS_DM: tl.constexpr,
     WANT_MAX: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    C_FAST: tl.constexpr, ALIGN: tl.constexpr,  # row alignment the launcher checked (_offsets.py)
 ):
     pid = tl.program_id(0)
     split = pid % n_split
     pid = pid // n_split
     b = (pid // n_ctiles).to(tl.int64)  # 64-bit: b * stride can pass 2**31
     c = (pid % n_ctiles) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = c < C
+    cmask = axis_mask(c, C, ALIGN if C_FAST else 1)
     c64 = c.to(tl.int64)
     acc_ty = OUT_SUM.dtype.element_ty
 
@@ -39,10 +41,11 @@ def reduce_hw_kernel(
     p_begin = split * SPLIT_LEN
     for p0 in range(p_begin, tl.minimum(p_begin + SPLIT_LEN, P), BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
-        pmask = p < P
+        pmask = axis_mask(p, P, 1 if C_FAST else ALIGN)
         p64 = p.to(tl.int64)
         mask = cmask[:, None] & pmask[None, :]
-        v = tl.load(A + b * sab + c64[:, None] * sac + p64[None, :] * sap, mask=mask, other=0.0).to(acc_ty)
+        a_off = tile_offsets(b, c64, p64, sab, sac, sap, C_FAST, ALIGN)
+        v = tl.load(A + a_off, mask=mask, other=0.0).to(acc_ty)
         if HAS_X:
             small = b * P + p64
             if HAS_SA:
@@ -53,7 +56,7 @@ def reduce_hw_kernel(
                 dm = tl.load(DM + small, mask=pmask, other=0.0)
                 amc = tl.load(AMC + small, mask=pmask, other=-1)
                 v = v + tl.where(c[:, None] == amc[None, :], dm[None, :], 0.0)
-            xv = tl.load(X + b * sxb + c64[:, None] * sxc + p64[None, :] * sxp, mask=mask, other=0.0)
+            xv = tl.load(X + tile_offsets(b, c64, p64, sxb, sxc, sxp, C_FAST, ALIGN), mask=mask, other=0.0)
             v = v * xv.to(acc_ty)
         acc += tl.where(mask, v, 0.0)
         if WANT_MAX:
