@@ -127,13 +127,15 @@ __global__ void __launch_bounds__(kThreads) reduce_tile_kernel(ReduceArgs<acc_t>
   __shared__ acc_t s_max[kWarps][kWidth];
   __shared__ int32_t s_arg[kWarps][kWidth];
   const int64_t n_keep = OVER_C ? r.P : r.C, K = OVER_C ? r.C : r.P;
-  const int64_t n_tiles = cdiv(n_keep, kWidth);
-  int64_t pid = blockIdx.x;
-  const int64_t split = pid % r.n_split;
-  pid /= r.n_split;
+  // The block index splits in 32 bits (the grid is B * n_tiles * n_split < 2^31 blocks): a 64-bit
+  // division is a subroutine call in SASS, which on sm_80 made ptxas spill around it.
+  const unsigned n_tiles = static_cast<unsigned>(cdiv(n_keep, kWidth)), n_split = static_cast<unsigned>(r.n_split);
+  unsigned pid = blockIdx.x;
+  const int64_t split = pid % n_split;
+  pid /= n_split;
   const int64_t b = pid / n_tiles;
   const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
-  const int64_t j0 = (pid % n_tiles) * kWidth + tx * VEC;
+  const int64_t j0 = static_cast<int64_t>(pid % n_tiles) * kWidth + tx * VEC;
   const Value<scalar_t, acc_t, OVER_C> value{r};
   const int64_t k0 = split * r.split_len, k1 = min(K, k0 + r.split_len);
   acc_t sum[VEC], m[VEC];
