@@ -76,6 +76,24 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
+// out[k] = sum_i row(k, i) * wrow[i] over i < len for the first ``rows`` (<= kRows) of a group, by
+// one warp: lanes stride i (wrow coalesced), then a shuffle tree per row; the whole warp holds the
+// sums. One pass over wrow serves all the group's rows.
+template <typename acc_t, typename Row>
+__device__ __forceinline__ void warp_dots(const acc_t* wrow, int64_t len, int64_t lane, int64_t rows, const Row& row,
+                                          acc_t (&out)[kRows]) {
+#pragma unroll
+  for (int k = 0; k < kRows; ++k) out[k] = 0;
+  for (int64_t i = lane; i < len; i += 32) {
+    const acc_t wv = wrow[i];
+#pragma unroll
+    for (int k = 0; k < kRows; ++k)
+      if (k < rows) out[k] += row(k, i) * wv;
+  }
+#pragma unroll
+  for (int k = 0; k < kRows; ++k) out[k] = warp_sum(out[k]);
+}
+
 inline unsigned blocks_for(int64_t threads) {
   return static_cast<unsigned>(std::max<int64_t>(1, cdiv(threads, kThreads)));
 }
@@ -87,17 +105,11 @@ __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, a
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (w >= a.R * groups) return;  // whole warps leave together
   const int64_t r = w % a.R, j0 = (w / a.R) * kRows;
-  acc_t acc[kRows] = {};
-  const acc_t* w1 = a.w1 + r * a.C;
-  for (int64_t c = lane; c < a.C; c += 32) {
-    const acc_t wv = w1[c];
-#pragma unroll
-    for (int k = 0; k < kRows; ++k)
-      if (j0 + k < J) acc[k] += a.s[(j0 + k) * a.C + c] * wv;
-  }
+  acc_t acc[kRows];
+  warp_dots(a.w1 + r * a.C, a.C, lane, J - j0, [&](int k, int64_t c) { return a.s[(j0 + k) * a.C + c]; }, acc);
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
-    const acc_t v = warp_sum(acc[k]) + (a.b1 ? a.b1[r] : acc_t(0));
+    const acc_t v = acc[k] + (a.b1 ? a.b1[r] : acc_t(0));
     if (lane == 0 && j0 + k < J) {
       h[(j0 + k) * a.R + r] = v;
       act[(j0 + k) * a.R + r] = act_fn(v, a.act);
@@ -112,21 +124,15 @@ __global__ void __launch_bounds__(kThreads) logits_kernel(FcGateArgs<acc_t> a, c
   const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (w >= a.C * groups) return;
   const int64_t c = w % a.C, b0 = (w / a.C) * kRows;
-  acc_t acc[kRows] = {};
-  const acc_t* w2 = a.w2 + c * a.R;
-  for (int64_t r = lane; r < a.R; r += 32) {
-    const acc_t wv = w2[r];
-#pragma unroll
-    for (int k = 0; k < kRows; ++k) {
-      if (b0 + k >= a.B) continue;
-      acc_t v = 0;
-      for (int64_t i = 0; i < a.n; ++i) v += act[(i * a.B + b0 + k) * a.R + r];
-      acc[k] += v * wv;
-    }
-  }
+  acc_t acc[kRows];
+  warp_dots(a.w2 + c * a.R, a.R, lane, a.B - b0, [&](int k, int64_t r) {
+    acc_t v = 0;  // the stacked statistics' activations, summed
+    for (int64_t i = 0; i < a.n; ++i) v += act[(i * a.B + b0 + k) * a.R + r];
+    return v;
+  }, acc);
 #pragma unroll
   for (int k = 0; k < kRows; ++k) {
-    const acc_t v = warp_sum(acc[k]) + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
+    const acc_t v = acc[k] + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
     if (lane == 0 && b0 + k < a.B) {
       z[(b0 + k) * a.C + c] = v;
       ca[(b0 + k) * a.C + c] = gate_of(v, a.gate);
