@@ -5,7 +5,8 @@ memory traffic inside a kernel that should only stream x) or a vector path that 
 accesses would pass every test and show only in a profile. Here each ``csrc/cuda/*.cu`` is compiled
 as setup.py compiles it (same flags as torch's extension build), for sm_90 (the lent H200) and
 sm_80: ptxas's report must show no kernel outside fp64 (for gradcheck, not speed) spilling more
-than 16 bytes or with a larger stack frame (local arrays indexed at run time live there), and the PTX of every vector kernel must hold 16-byte global loads and stores.
+than 16 bytes or with a larger stack frame (local arrays indexed at run time live there), and the
+PTX of every vector kernel must hold 16-byte global loads and stores.
 Why 16 bytes and not 0: SASS makes 64-bit integer and IEEE fp32 division slow paths subroutine
 calls, and ptxas spills a few registers around such a call depending on the arch (seen: 4-12 bytes
 in a tile reduction, on sm_80 for its 64-bit block-index division before that became 32-bit, on

@@ -8,10 +8,11 @@ in fp32, 2-byte in bf16; seen in the sm_90 PTX). The launcher (:func:`vector_ali
 actually holds and passes it as ``ALIGN``: then the unit-stride axis has stride 1 in every
 full-size tensor of the launch and a length that ``ALIGN`` divides, and every row start
 (``b * stride_b`` plus the other axis' offset) is a multiple of ``ALIGN`` elements, as is each data
-pointer. The row starts carry the claim as ``tl.multiple_of``; the unit axis' mask as
-:func:`axis_mask` (a hint on the length itself, a scalar, does not reach the mask). A hint that were false would make the
-GPU fault on a misaligned vector access, so :func:`vector_align` only claims what it checked
-(tests/test_triton_compiles.py checks both the claims and that the PTX then holds vector loads).
+pointer. The row starts carry the claim as ``tl.multiple_of``, the unit axis' mask as
+:func:`axis_mask` (a hint on the length itself, a scalar, does not reach the mask). A false hint
+would make the GPU fault on a misaligned vector access, so :func:`vector_align` only claims what it
+checked (tests/test_triton_compiles.py checks the claims by brute force, and that the PTX then
+holds vector loads of the claimed width).
 """
 
 from __future__ import annotations
