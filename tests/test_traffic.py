@@ -98,6 +98,8 @@ def small_allowance(t: Traffic, c: int = C, p: int = P, acc_size: int = 4) -> in
       ``[C]`` row of ``ca`` if present; writes ``BLOCK_P`` entries of sum (max, argmax);
     - ``pointwise_kernel`` (one ``BLOCK_C x BLOCK_P`` tile): reads ``BLOCK_C`` entries of each of
       ``ca, davg, dmax, amp`` and ``BLOCK_P`` entries of each of ``sa, da, dm, amc`` present;
+    - ``pointwise_flat_kernel`` (``BLOCK`` elements in memory order): one entry of each term
+      present per element;
     - any other kernel: eight whole rows of each kind, ``8 (C + P)``.
 
     Small tensors are fp32 or int32 (``acc_size`` bytes).
@@ -120,6 +122,8 @@ def small_allowance(t: Traffic, c: int = C, p: int = P, acc_size: int = 4) -> in
             per_program = on("HAS_CA") * c + outs * bp
         elif k.name == "pointwise_kernel":
             per_program = rows_c * bc + rows_p * bp
+        elif k.name == "pointwise_flat_kernel":  # gathers each term per element (L1 hits on a GPU)
+            per_program = (rows_c + rows_p) * f.get("BLOCK", 8 * (c + p))
         else:
             per_program = 8 * (c + p)
         elems += k.programs * per_program
@@ -149,9 +153,9 @@ def check_budget(t: Traffic, budget: float, floor: float, numel: int, esize: int
     return problems
 
 
-def _input(layout: str) -> torch.Tensor:
+def _input(layout: str, shape: tuple[int, int, int, int] = (B, C, H, W)) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(B, C, H, W, generator=g).to(DEVICE)
+    x = torch.randn(*shape, generator=g).to(DEVICE)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     return x.requires_grad_(True)
@@ -162,15 +166,17 @@ def _block(name: str) -> torch.nn.Module:
     return BLOCKS[name]().to(DEVICE)
 
 
-def _measure(name: str, layout: str, backend: str = "triton") -> tuple[Traffic, Traffic]:
+def _measure(
+    name: str, layout: str, backend: str = "triton", shape: tuple[int, int, int, int] = (B, C, H, W)
+) -> tuple[Traffic, Traffic]:
     """(forward traffic, backward traffic); the forward of the backward run is not counted."""
-    m, x = _block(name), _input(layout)
+    m, x = _block(name), _input(layout, shape)
     with attnfused.use_backend(backend):
-        fwd = count_traffic(m, x, full_numel=N)
+        fwd = count_traffic(m, x, full_numel=x.numel())
         y = fwd.result
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
         dy = dy.to(memory_format=torch.channels_last) if layout == "channels_last" else dy
-        bwd = count_traffic(y.backward, dy, full_numel=N)
+        bwd = count_traffic(y.backward, dy, full_numel=x.numel())
     assert x.grad is not None and x.grad.shape == x.shape
     return fwd, bwd
 
@@ -191,6 +197,22 @@ def test_fused_traffic_within_streaming_budget(name, layout):
     )
     # The fused path touches full-size tensors only inside its kernels.
     assert fwd.aten_ops == [] and bwd.aten_ops == [], (fwd.aten_ops, bwd.aten_ops)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name", ["se_max", "cbam_fc"])
+def test_flat_pointwise_kernel_keeps_the_budget(name):
+    """NCHW 7x7 (rows of 49: the tiled pointwise kernel cannot align them) takes the flat
+    pointwise kernel for y and dx (attnfused/kernels/triton/_pointwise.py): the same budget."""
+    shape = (B, C, 7, 7)
+    n = B * C * 49
+    fwd, bwd = _measure(name, "nchw", shape=shape)
+    for t in (fwd, bwd):
+        assert "pointwise_flat_kernel" in {k.name for k in t.kernel_launches}
+    problems = check_budget(fwd, BUDGET[name][0], FLOOR[0], n, 4, small_allowance(fwd, C, 49)) + check_budget(
+        bwd, BUDGET[name][1], FLOOR[1], n, 4, small_allowance(bwd, C, 49)
+    )
+    assert not problems, (problems, fwd.summary(4, n), bwd.summary(4, n))
 
 
 @needs_interpreter

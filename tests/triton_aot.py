@@ -31,7 +31,9 @@ from triton.compiler import ASTSource  # noqa: E402
 from attnfused.kernels.triton import _pointwise, _reduce_c, _reduce_hw  # noqa: E402
 
 KERNELS = {
-    k.__name__: k for k in (_pointwise.pointwise_kernel, _reduce_c.reduce_c_kernel, _reduce_hw.reduce_hw_kernel)
+    k.__name__: k
+    for k in (_pointwise.pointwise_kernel, _pointwise.pointwise_flat_kernel, _reduce_c.reduce_c_kernel,
+              _reduce_hw.reduce_hw_kernel)
 }
 _DTYPES = {"fp32": tl.float32, "fp64": tl.float64}
 

@@ -19,7 +19,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from .._layout import acc_dtype, bcp_strides, channels_fastest, empty_output
 from ._offsets import vector_align
-from ._pointwise import pointwise_kernel
+from ._pointwise import pointwise_flat_kernel, pointwise_kernel
 from ._reduce_c import reduce_c_kernel
 from ._reduce_hw import reduce_hw_kernel
 
@@ -53,6 +53,20 @@ def _alignment(tensors: list[tuple[Tensor, tuple[int, int, int]]], c_fast: bool)
     compiling a second, identical variant."""
     align = vector_align(tensors, c_fast)
     return {"C_FAST": c_fast and align > 1, "ALIGN": align}
+
+
+_FLAT_BLOCK = 1024  # elements per program of the flat pointwise kernel, as a 2-D tile's
+
+
+def _flat_ok(a: Tensor, out: Tensor, p: int, vec: int) -> bool:
+    """Whether ``pointwise_flat_kernel`` takes this launch (its docstring's conditions): both
+    tensors dense NCHW and 16-byte aligned, whole vectors only, rows at least a vector long, and
+    32-bit element indices."""
+    n = out.numel()
+    return (
+        a.is_contiguous() and out.is_contiguous() and a.data_ptr() % 16 == 0 and out.data_ptr() % 16 == 0
+        and n % vec == 0 and p >= vec and n < 2**31 - _FLAT_BLOCK
+    )
 
 
 def _device_ctx(t: Tensor):
@@ -217,17 +231,25 @@ class TritonProvider:
         names = ("ca", "sa", "da", "dm", "amc", "davg", "dmax", "amp")
         t = {k: terms.get(k) for k in names}
         fill = next(v for v in t.values() if v is not None)
-        acc = tl.float64 if fill.dtype == torch.float64 else tl.float32
+        flags = dict(
+            HAS_CA=t["ca"] is not None, CA_FIRST=ca_first,
+            ROUND_X1=ca_first and t["sa"] is not None and a.dtype not in (torch.float32, torch.float64),
+            HAS_SA=t["sa"] is not None, HAS_DA=t["da"] is not None, HAS_DM=t["dm"] is not None,
+            HAS_DAVG=t["davg"] is not None, HAS_DMAX=t["dmax"] is not None,
+            ACC=tl.float64 if fill.dtype == torch.float64 else tl.float32,
+        )
+        small = [_small(t[k], fill) for k in names]
+        align = _alignment([(a, sa_), (out, so_)], c_fast)
+        vec = 16 // a.element_size()
         with _device_ctx(a):
-            pointwise_kernel[(bsz * n_ct * n_pt,)](
-                a, out, *(_small(t[k], fill) for k in names),
-                c, p, n_ct, n_pt, *sa_, *so_,
-                HAS_CA=t["ca"] is not None, CA_FIRST=ca_first,
-                ROUND_X1=ca_first and t["sa"] is not None and a.dtype not in (torch.float32, torch.float64),
-                HAS_SA=t["sa"] is not None, HAS_DA=t["da"] is not None, HAS_DM=t["dm"] is not None,
-                HAS_DAVG=t["davg"] is not None, HAS_DMAX=t["dmax"] is not None,
-                ACC=acc, BLOCK_C=bc, BLOCK_P=bp, **_alignment([(a, sa_), (out, so_)], c_fast),
-            )
+            if align["ALIGN"] < vec and _flat_ok(a, out, p, vec):
+                pointwise_flat_kernel[(triton.cdiv(out.numel(), _FLAT_BLOCK),)](
+                    a, out, *small, c, p, out.numel(), **flags, BLOCK=_FLAT_BLOCK, VEC=vec,
+                )
+            else:
+                pointwise_kernel[(bsz * n_ct * n_pt,)](
+                    a, out, *small, c, p, n_ct, n_pt, *sa_, *so_, **flags, BLOCK_C=bc, BLOCK_P=bp, **align,
+                )
         return out
 
     def scale(self, x: Tensor, ca: Optional[Tensor], sa: Optional[Tensor]) -> Tensor:

@@ -1,17 +1,60 @@
 """The one full-size write of each direction: ``scale`` (forward ``y``) and ``grad_input`` (``dx``).
 
-One program per (sample, channel tile, spatial tile); every term is optional (constexpr), so the
-same kernel serves SE/ECA, spatial attention and CBAM::
+Every term is optional (constexpr), so the same kernels serve SE/ECA, spatial attention and CBAM::
 
     forward   y  = round(x * ca) * sa                                   (CA_FIRST)
     backward  dx = (dy*sa + da[p] + dm[p]*[c == amc[p]]) * ca
                    + davg[c] + dmax[c]*[p == amp[c]]
+
+Two kernels walk the elements; the terms are applied by one helper (:func:`apply_terms`):
+
+- ``pointwise_kernel``: one program per (sample, channel tile, spatial tile), any strides. Its
+  loads vectorise along the unit-stride axis when rows are aligned (_offsets.py);
+- ``pointwise_flat_kernel``: ``a`` and ``y`` both dense NCHW whose rows of H*W cannot be aligned
+  (7x7: 49 elements). It walks memory order in 16-byte vectors, decoding (b, c, p) once per vector
+  (two 32-bit divisions) and stepping across at most one row end inside it, as
+  csrc/cuda/pointwise.cu's vector kernel does; the 2-D tiles would load element by element there.
 """
 
 import triton
 import triton.language as tl
 
 from ._offsets import axis_mask, tile_offsets
+
+
+@triton.jit
+def apply_terms(
+    v, c, p, small_c, small_p, cmask, pmask, CA, SA, DA, DM, AMC, DAVG, DMAX, AMP, X_TY: tl.constexpr,
+    HAS_CA: tl.constexpr, CA_FIRST: tl.constexpr, ROUND_X1: tl.constexpr, HAS_SA: tl.constexpr,
+    HAS_DA: tl.constexpr, HAS_DM: tl.constexpr, HAS_DAVG: tl.constexpr, HAS_DMAX: tl.constexpr,
+):
+    """``v`` (the accumulation dtype) with the terms applied. ``c`` / ``p`` / ``small_c`` (b*C + c) /
+    ``small_p`` (b*P + p) and the masks broadcast against ``v``: a tile passes ``[BLOCK_C, 1]`` and
+    ``[1, BLOCK_P]`` (one load per row / column), the flat kernel per-element ``[NV, VEC]``."""
+    if HAS_CA:
+        ca = tl.load(CA + small_c, mask=cmask, other=0.0)
+        if CA_FIRST:
+            v = v * ca
+            if ROUND_X1:  # eager materialises x1 = x * ca in the input dtype
+                v = v.to(X_TY).to(ca.dtype)
+    if HAS_SA:
+        v = v * tl.load(SA + small_p, mask=pmask, other=0.0)
+    if HAS_DA:
+        v = v + tl.load(DA + small_p, mask=pmask, other=0.0)
+    if HAS_DM:
+        dm = tl.load(DM + small_p, mask=pmask, other=0.0)
+        amc = tl.load(AMC + small_p, mask=pmask, other=-1)
+        v = v + tl.where(c == amc, dm, 0.0)
+    if HAS_CA:
+        if not CA_FIRST:
+            v = v * ca
+    if HAS_DAVG:
+        v = v + tl.load(DAVG + small_c, mask=cmask, other=0.0)
+    if HAS_DMAX:
+        dmax = tl.load(DMAX + small_c, mask=cmask, other=0.0)
+        amp = tl.load(AMP + small_c, mask=cmask, other=-1)
+        v = v + tl.where(p == amp, dmax, 0.0)
+    return v
 
 
 @triton.jit
@@ -40,27 +83,40 @@ def pointwise_kernel(
     small_p = b * P + p64
 
     v = tl.load(A + tile_offsets(b, c64, p64, sab, sac, sap, C_FAST, ALIGN), mask=mask, other=0.0).to(acc_ty)
-    if HAS_CA:
-        ca = tl.load(CA + small_c, mask=cmask, other=0.0)[:, None]
-        if CA_FIRST:
-            v = v * ca
-            if ROUND_X1:  # eager materialises x1 = x * ca in the input dtype
-                v = v.to(A.dtype.element_ty).to(acc_ty)
-    if HAS_SA:
-        v = v * tl.load(SA + small_p, mask=pmask, other=0.0)[None, :]
-    if HAS_DA:
-        v = v + tl.load(DA + small_p, mask=pmask, other=0.0)[None, :]
-    if HAS_DM:
-        dm = tl.load(DM + small_p, mask=pmask, other=0.0)
-        amc = tl.load(AMC + small_p, mask=pmask, other=-1)
-        v = v + tl.where(c[:, None] == amc[None, :], dm[None, :], 0.0)
-    if HAS_CA:
-        if not CA_FIRST:
-            v = v * ca
-    if HAS_DAVG:
-        v = v + tl.load(DAVG + small_c, mask=cmask, other=0.0)[:, None]
-    if HAS_DMAX:
-        dmax = tl.load(DMAX + small_c, mask=cmask, other=0.0)
-        amp = tl.load(AMP + small_c, mask=cmask, other=-1)
-        v = v + tl.where(p[None, :] == amp[:, None], dmax[:, None], 0.0)
+    v = apply_terms(
+        v, c[:, None], p[None, :], small_c[:, None], small_p[None, :], cmask[:, None], pmask[None, :],
+        CA, SA, DA, DM, AMC, DAVG, DMAX, AMP, A.dtype.element_ty,
+        HAS_CA, CA_FIRST, ROUND_X1, HAS_SA, HAS_DA, HAS_DM, HAS_DAVG, HAS_DMAX,
+    )
     tl.store(Y + tile_offsets(b, c64, p64, syb, syc, syp, C_FAST, ALIGN), v.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def pointwise_flat_kernel(
+    A, Y, CA, SA, DA, DM, AMC, DAVG, DMAX, AMP,
+    C, P, total,
+    HAS_CA: tl.constexpr, CA_FIRST: tl.constexpr, ROUND_X1: tl.constexpr, HAS_SA: tl.constexpr,
+    HAS_DA: tl.constexpr, HAS_DM: tl.constexpr, HAS_DAVG: tl.constexpr, HAS_DMAX: tl.constexpr,
+    ACC: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr,
+):
+    """``a`` and ``y`` dense NCHW, 16-byte aligned, ``total`` = B*C*P < 2^31 elements, a multiple of
+    ``VEC`` (16 bytes of elements), and ``P >= VEC`` (the launcher checks)."""
+    NV: tl.constexpr = BLOCK // VEC
+    i0 = tl.program_id(0) * BLOCK + tl.arange(0, NV) * VEC  # vector starts (32-bit: total < 2^31)
+    r0 = i0 // P  # the (b, c) row of each vector's first element
+    e = tl.arange(0, VEC)
+    l = (i0 - r0 * P)[:, None] + e[None, :]
+    wrap = l >= P  # past the row's end: the next row (VEC <= P: at most one end per vector)
+    r = r0[:, None] + wrap.to(tl.int32)
+    p = tl.where(wrap, l - P, l)
+    b = r // C
+    c = r - b * C
+    i = tl.multiple_of(i0, VEC)[:, None] + e[None, :]
+    m = (i // VEC) < (total // VEC)  # constant over each vector (total % VEC == 0), so it vectorises
+    v = tl.load(A + i, mask=m, other=0.0).to(ACC)
+    v = apply_terms(
+        v, c, p, b.to(tl.int64) * C + c, b.to(tl.int64) * P + p, m, m,
+        CA, SA, DA, DM, AMC, DAVG, DMAX, AMP, A.dtype.element_ty,
+        HAS_CA, CA_FIRST, ROUND_X1, HAS_SA, HAS_DA, HAS_DM, HAS_DAVG, HAS_DMAX,
+    )
+    tl.store(Y + i, v.to(Y.dtype.element_ty), mask=m)
