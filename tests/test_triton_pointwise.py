@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (B, C, H, W): 49-element rows (vectors of 4 or 2 cross row ends), rows of 5 (just over a vector
-# of 4), one sample, many samples
-SHAPES = [(2, 8, 7, 7), (3, 4, 1, 5), (1, 12, 3, 3), (5, 4, 7, 7)]
+# of 4), one sample, many samples; samples of an odd number of elements (147, 5: vectors also
+# cross sample ends)
+SHAPES = [(2, 8, 7, 7), (3, 4, 1, 5), (1, 12, 3, 3), (5, 4, 7, 7), (4, 3, 7, 7), (4, 1, 1, 5)]
 
 
 def _terms(b, c, p, dtype, which, seed=0):

@@ -103,14 +103,16 @@ def pointwise_flat_kernel(
     ``VEC`` (16 bytes of elements), and ``P >= VEC`` (the launcher checks)."""
     NV: tl.constexpr = BLOCK // VEC
     i0 = tl.program_id(0) * BLOCK + tl.arange(0, NV) * VEC  # vector starts (32-bit: total < 2^31)
-    r0 = i0 // P  # the (b, c) row of each vector's first element
+    r0 = i0 // P  # the (b, c) row of each vector's first element: the two divisions per vector
+    b0 = r0 // C
     e = tl.arange(0, VEC)
     l = (i0 - r0 * P)[:, None] + e[None, :]
     wrap = l >= P  # past the row's end: the next row (VEC <= P: at most one end per vector)
-    r = r0[:, None] + wrap.to(tl.int32)
     p = tl.where(wrap, l - P, l)
-    b = r // C
-    c = r - b * C
+    c = (r0 - b0 * C)[:, None] + wrap.to(tl.int32)
+    wrap_c = c >= C  # past the sample's last row: the next sample's first
+    c = tl.where(wrap_c, 0, c)
+    b = b0[:, None] + wrap_c.to(tl.int32)
     i = tl.multiple_of(i0, VEC)[:, None] + e[None, :]
     m = (i // VEC) < (total // VEC)  # constant over each vector (total % VEC == 0), so it vectorises
     v = tl.load(A + i, mask=m, other=0.0).to(ACC)
