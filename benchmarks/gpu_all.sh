@@ -20,7 +20,9 @@
 #                  "cuda-cudnn-conv" (csrc/cuda/gate_conv.cu replaces them by default);
 #   cuda_cublas    the "fc" gate on F.linear (cuBLAS) and aten's elementwise ops
 #                  (ATTNFUSED_CUDA_FC_GATE=0), SE and CBAM-FC rows, tag "cuda-cublas-fc"
-#                  (csrc/cuda/fc_gate.cu replaces them by default).
+#                  (csrc/cuda/fc_gate.cu replaces them by default);
+#   triton_tiled   the Triton provider without its flat pointwise kernel (ATTNFUSED_TRITON_FLAT=0),
+#                  tag "triton-tiled": NCHW 7x7 y / dx by the 2-D tiles, element by element.
 # Every step runs even if an earlier one fails; each step's exit code is in OUT_DIR/<step>.rc.
 set -u
 cd "$(dirname "$0")/.."
@@ -64,6 +66,9 @@ for s in ${STEPS:-install tests bench}; do
       --max-minutes "${BENCH_MINUTES:-3}" ;;
     cuda_cublas) step cuda_cublas env ATTNFUSED_CUDA_FC_GATE=0 python -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-cublas-fc --providers cuda --blocks se_avg se_max cbam_fc --compile-modes --no-e2e --no-traffic \
+      --max-minutes "${BENCH_MINUTES:-3}" ;;
+    triton_tiled) step triton_tiled env ATTNFUSED_TRITON_FLAT=0 python -m attnfused.bench --out "$OUT_DIR" \
+      --tag triton-tiled --providers triton --layout nchw --shape 2048,7,7 --compile-modes --no-e2e --no-traffic \
       --max-minutes "${BENCH_MINUTES:-3}" ;;
     *) echo "unknown step $s" ;;
   esac

@@ -94,3 +94,19 @@ def test_flat_kernel_matches_the_tiled_one(shape, dtype, monkeypatch):
 def test_flat_kernel_conditions(shape, fmt, want):
     x = torch.randn(shape).to(DEVICE).contiguous(memory_format=fmt)
     assert tk._flat_ok(x, torch.empty_like(x), shape[2] * shape[3], 4) is want
+
+
+def test_flat_kernel_switch():
+    """ATTNFUSED_TRITON_FLAT=0 (read at import) keeps the tiled kernel, to time the two."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\nfrom attnfused.kernels import triton as tk\n"
+        "x = torch.randn(2, 8, 7, 7)\nprint(tk._flat_ok(x, torch.empty_like(x), 49, 4))\n"
+    )
+    for value, want in (("0", "False"), ("1", "True")):
+        env = dict(os.environ, ATTNFUSED_TRITON_FLAT=value, TRITON_INTERPRET="1")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0 and out.stdout.split()[-1:] == [want], out.stdout + out.stderr

@@ -9,6 +9,7 @@ imports it lazily, on the first fused call).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Optional
 
 import torch
@@ -56,6 +57,9 @@ def _alignment(tensors: list[tuple[Tensor, tuple[int, int, int]]], c_fast: bool)
 
 
 _FLAT_BLOCK = 1024  # elements per program of the flat pointwise kernel, as a 2-D tile's
+# ATTNFUSED_TRITON_FLAT=0 (read at import) keeps the tiled pointwise kernel everywhere, to time the
+# two against each other (benchmarks/gpu_all.sh, step triton_tiled).
+_FLAT = os.environ.get("ATTNFUSED_TRITON_FLAT") != "0"
 
 
 def _flat_ok(a: Tensor, out: Tensor, p: int, vec: int) -> bool:
@@ -63,7 +67,7 @@ def _flat_ok(a: Tensor, out: Tensor, p: int, vec: int) -> bool:
     tensors dense NCHW and 16-byte aligned, whole vectors only, rows at least a vector long, and
     32-bit element indices."""
     n = out.numel()
-    return (
+    return _FLAT and (
         a.is_contiguous() and out.is_contiguous() and a.data_ptr() % 16 == 0 and out.data_ptr() % 16 == 0
         and n % vec == 0 and p >= vec and n < 2**31 - _FLAT_BLOCK
     )
