@@ -39,21 +39,23 @@ def apply_terms(
                 v = v.to(X_TY).to(ca.dtype)
     if HAS_SA:
         v = v * tl.load(SA + small_p, mask=pmask, other=0.0)
-    if HAS_DA:
-        v = v + tl.load(DA + small_p, mask=pmask, other=0.0)
-    if HAS_DM:
-        dm = tl.load(DM + small_p, mask=pmask, other=0.0)
-        amc = tl.load(AMC + small_p, mask=pmask, other=-1)
-        v = v + tl.where(c == amc, dm, 0.0)
+    v = axis_terms(v, c, small_p, pmask, DA, DM, AMC, HAS_DA, HAS_DM)  # the spatial gate's, per p
     if HAS_CA:
         if not CA_FIRST:
             v = v * ca
-    if HAS_DAVG:
-        v = v + tl.load(DAVG + small_c, mask=cmask, other=0.0)
-    if HAS_DMAX:
-        dmax = tl.load(DMAX + small_c, mask=cmask, other=0.0)
-        amp = tl.load(AMP + small_c, mask=cmask, other=-1)
-        v = v + tl.where(p == amp, dmax, 0.0)
+    return axis_terms(v, p, small_c, cmask, DAVG, DMAX, AMP, HAS_DAVG, HAS_DMAX)  # the channel gate's, per c
+
+
+@triton.jit
+def axis_terms(v, other, small, mask, D, DM, ARG, HAS_D: tl.constexpr, HAS_DM: tl.constexpr):
+    """``v + d[small] + dm[small] * [other == arg[small]]``: a pooled statistic's gradient, the
+    mean's spread over the whole row and the max's to its argmax (each term if present)."""
+    if HAS_D:
+        v = v + tl.load(D + small, mask=mask, other=0.0)
+    if HAS_DM:
+        dm = tl.load(DM + small, mask=mask, other=0.0)
+        arg = tl.load(ARG + small, mask=mask, other=-1)
+        v = v + tl.where(other == arg, dm, 0.0)
     return v
 
 
