@@ -318,17 +318,29 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(*output[1:])
 
 
-def _backward(ctx, dy, *_unused):
-    """The custom op's autograd: one call of the backward op (opaque to torch.compile)."""
+def _backward_args(ctx, dy: Tensor) -> tuple[tuple, tuple]:
+    """(the backward body's / op's arguments from what :func:`_save` kept, the weights in
+    _GRAD_KEYS order)."""
     x, w1, b1, w2, b2, sw, sb, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
     channel, spatial, bn_eps, bn_train = ctx.meta
-    grads = _attention_bwd(
-        dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved
-    )
-    result: list[Optional[Tensor]] = [grads[0]] + [None] * 14
-    for pos, g, t in zip(_WEIGHT_POS, grads[1:], (w1, b1, w2, b2, sw, sb, bn_w, bn_b)):
-        result[pos] = None if t is None else g
+    args = (dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved)
+    return args, (w1, b1, w2, b2, sw, sb, bn_w, bn_b)
+
+
+def _input_grads(dx: Tensor, weight_grads) -> tuple[Optional[Tensor], ...]:
+    """The gradients of the op's 15 inputs: ``dx``, the weights' (in _GRAD_KEYS order) at
+    _WEIGHT_POS, None elsewhere."""
+    result: list[Optional[Tensor]] = [dx] + [None] * 14
+    for pos, g in zip(_WEIGHT_POS, weight_grads):
+        result[pos] = g
     return tuple(result)
+
+
+def _backward(ctx, dy, *_unused):
+    """The custom op's autograd: one call of the backward op (opaque to torch.compile)."""
+    args, weights = _backward_args(ctx, dy)
+    grads = _attention_bwd(*args)
+    return _input_grads(grads[0], (None if t is None else g for g, t in zip(grads[1:], weights)))
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -358,16 +370,11 @@ class AttnfusedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, *_unused):
-        x, w1, b1, w2, b2, sw, sb, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
-        channel, spatial, bn_eps, bn_train = ctx.meta
-        dx, grads = _backward_body(
-            dy, x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_w, bn_b, bn_mean, bn_var, bn_eps, bn_train, *saved
+        args, weights = _backward_args(ctx, dy)
+        dx, grads = _backward_body(*args)
+        return _input_grads(
+            dx, (None if t is None else _weight_grad(grads.get(k), t) for k, t in zip(_GRAD_KEYS, weights))
         )
-        result: list[Optional[Tensor]] = [dx] + [None] * 14
-        for pos, key, t in zip(_WEIGHT_POS, _GRAD_KEYS, (w1, b1, w2, b2, sw, sb, bn_w, bn_b)):
-            if t is not None:
-                result[pos] = _weight_grad(grads.get(key), t)
-        return tuple(result)
 
 
 def attention(
