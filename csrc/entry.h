@@ -32,7 +32,9 @@ struct FcGateArgs {
   int act, gate;
 };
 // Its backward's inputs (dL/dca [B, C], the forward's z, ca [B, C] and h [n B, R]), scratch (afold
-// [B, R], dh [n B, R]) and outputs (ds [n B, C], dW1, dW2, and the biases' grads when not null).
+// [B, R], dh [n B, R], dht (dh transposed, [R, n B]), dz [B, C], parts [cuda::fc_gate_chunks(C), B, R])
+// and outputs (ds [n B, C],
+// dW1, dW2, and the biases' grads when not null).
 template <typename acc_t>
 struct FcGateGrads {
   const acc_t* dca;
@@ -41,6 +43,9 @@ struct FcGateGrads {
   const acc_t* h;
   acc_t* afold;
   acc_t* dh;
+  acc_t* dht;
+  acc_t* dz;
+  acc_t* parts;
   acc_t* ds;
   acc_t* dw1;
   acc_t* db1;
@@ -115,7 +120,9 @@ int64_t gate_conv_weight_chunks(int64_t outputs);
 template <typename acc_t>
 void gate_conv_backward(const GateConvArgs<acc_t>& args, const acc_t* dz, acc_t* din, acc_t* dweight, acc_t* dbias,
                         acc_t* parts, void* stream);
-// The "fc" channel gate: h [n B, R], act = act(h) (scratch, [n B, R]), z and ca [B, C].
+// The "fc" channel gate: h [n B, R], act = act(h) (scratch, [n B, R]), z and ca [B, C]. Its
+// backward sums dr = dz W2 in chunks of channels: FcGateGrads::parts holds fc_gate_chunks(C) B R.
+int64_t fc_gate_chunks(int64_t C);
 template <typename acc_t> void fc_gate(const FcGateArgs<acc_t>& args, acc_t* h, acc_t* act, acc_t* z, acc_t* ca,
                                        void* stream);
 template <typename acc_t> void fc_gate_backward(const FcGateArgs<acc_t>& args, const FcGateGrads<acc_t>& grads,

@@ -467,11 +467,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
                   "and device, got ", t->sizes());
     auto opts = s.options();
     Tensor afold = at::empty({a.B, a.R}, opts), dh = at::empty({a.n * a.B, a.R}, opts), ds = at::empty_like(s);
+#ifdef ATTNFUSED_CUDA_KERNELS
+    const int64_t chunks = cuda::fc_gate_chunks(a.C);
+#else
+    const int64_t chunks = 0;
+#endif
+    TORCH_CHECK(chunks * a.B * a.R < (int64_t{1} << 36), "attnfused: fc_gate_backward's inputs are too large for one launch");
+    Tensor dht = at::empty({a.R, a.n * a.B}, opts), dz = at::empty({a.B, a.C}, opts);
+    Tensor parts = at::empty({chunks, a.B, a.R}, opts);
     Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
     Tensor db1 = at::empty({want_b1 ? a.R : 0}, opts), db2 = at::empty({want_b2 ? a.C : 0}, opts);
     FcGateGrads<scalar_t> g{};
     g.dca = dca.data_ptr<scalar_t>(); g.z = z.data_ptr<scalar_t>(); g.ca = ca.data_ptr<scalar_t>();
     g.h = h.data_ptr<scalar_t>(); g.afold = afold.data_ptr<scalar_t>(); g.dh = dh.data_ptr<scalar_t>();
+    g.dht = dht.data_ptr<scalar_t>(); g.dz = dz.data_ptr<scalar_t>(); g.parts = parts.data_ptr<scalar_t>();
     g.ds = ds.data_ptr<scalar_t>(); g.dw1 = dw1.data_ptr<scalar_t>(); g.dw2 = dw2.data_ptr<scalar_t>();
     g.db1 = want_b1 ? db1.data_ptr<scalar_t>() : nullptr;
     g.db2 = want_b2 ? db2.data_ptr<scalar_t>() : nullptr;

@@ -148,8 +148,8 @@ _GATE_FNS = ("sigmoid", "hard_sigmoid")
 
 class CUDAExtensionProvider(ExtensionProvider):
     """The "cuda" provider: the passes, the gates' thin convolutions, and the "fc" channel gate
-    (``csrc/cuda/fc_gate.cu``: two launches per direction where F.linear and aten's elementwise ops
-    take 4-6 forward and ~10 backward)."""
+    (``csrc/cuda/fc_gate.cu``: two launches forward and three backward where F.linear and aten's
+    elementwise ops take 4-6 forward and ~10 backward)."""
 
     def fc_gate(
         self, s: Tensor, w: dict, n: int, act: str, gate_fn: str

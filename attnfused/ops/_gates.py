@@ -13,7 +13,7 @@ The gates' convolutions (ECA's 1-D conv, CBAM's spatial conv: one output channel
 maps) run through the kernel provider's ``gate_conv`` / ``gate_conv_backward`` when it has them (the
 compiled "cpu" and "cuda" providers: oneDNN and cuDNN are built for many channels, not these),
 else through ``F.conv*d``. The whole "fc" channel gate runs through the provider's ``fc_gate`` /
-``fc_gate_backward`` when it has them (the "cuda" provider: two launches per direction), else
+``fc_gate_backward`` when it has them (the "cuda" provider: two launches forward, three backward), else
 through ``F.linear`` and the formulas below.
 """
 

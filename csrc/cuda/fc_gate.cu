@@ -9,19 +9,33 @@
 //
 // Why not cuBLAS + elementwise ops: each direction there is 4-6 (forward) and ~10 (backward)
 // launches on tensors of a few KB to a few MB, each also a round trip through Python and the
-// dispatcher. Here each direction is two launches:
-//   forward   1. h and act(h)           a warp per (r, 4 rows), lanes over c (W1 and s rows coalesced)
-//             2. z and ca               a warp per (c, 4 samples), lanes over r
-//   backward  1. dh (and a)             a CTA per (32 r, 4 samples): lanes over r (W2 rows
-//                                       coalesced), its 8 warps over c, summed in a fixed order
-//             2. dW2, db2 | dW1, db1 | ds   three jobs of one grid: a thread per weight element
-//                                       (sums over the batch), a thread per (4 rows, c) for ds
-// dz = gate_fn'(dca) is recomputed where it is read (one or two multiplies, from L1/L2) rather
-// than stored. Every sum runs in a fixed order (serial loops, fixed shuffle trees), so results
-// are deterministic and independent of the schedule. The weights are read once per group of rows
-// (4 samples), from L2: at C = 2048, R = 128, fp32, B = 128 that is 32 MB of L2 reads per layer.
+// dispatcher. Here the forward is two launches and the backward three.
+//
+// Every product is a small matrix product (8-64 M multiply-adds at batch 32-128 for C = 2048,
+// R = 128), too small to fill a GPU one output per thread and too thin for tensor-core tiles, so
+// each warp owns a register tile of outputs and the loads per multiply-add are what is counted:
+//   - a long reduction (over C: h, dr) goes across the lanes, each lane a tile of TM x TN sums,
+//     TM + TN loads per TM * TN multiply-adds, then a shuffle tree per sum;
+//   - a short one (over R or the batch: z, the weight gradients, ds) runs serially in each lane,
+//     lanes over the output's unit-stride axis (coalesced), the tile's other axis warp-uniform
+//     (broadcast loads).
+// The old kernels here (one output per lane or warp) did 3-5 instructions per multiply-add in
+// their loops (ptxas SASS, sm_90) and gave dr's c-sum of 2048 terms to only cdiv(R, 32) cdiv(B, 4)
+// CTAs, one serial loop each; dr now sums chunks of 32 channels in parallel into partials that
+// a third launch adds up in chunk order.
+//
+//   forward   1. h, act(h)        warp: 2 r x 8 rows, lanes over c
+//             2. z, ca            warp: 4 c x 4 samples, lanes over r
+//   backward  1. dr partials, dz  warp: 4 samples x 128 r, serial over a chunk of 32 c; dz of the
+//                                 chunk computed once per lane and passed by shuffles
+//             2. dr, dh, afold    thread per (b, r): the partials summed in chunk order
+//             3. dW2, db2 | dW1, db1 | ds   one grid, three jobs of serial sums, each warp a
+//                                 4 x 128 (dW2) or 4 x 64 (dW1, ds) tile
+// Rows past a tile's edge are clamped to the last real one (their sums are computed and dropped)
+// so the loops have no bounds checks. Every sum runs in a fixed order (serial loops, fixed shuffle
+// trees, chunks added in order), so results are deterministic and independent of the schedule.
 // ``ATTNFUSED_CUDA_FC_GATE=0`` (attnfused/kernels/extension.py) sends the gate back to F.linear
-// and aten's elementwise ops, to time the two against each other.
+// and aten's elementwise ops, to time the two against each other. Not timed on a GPU yet.
 #include "../entry.h"
 #include "common.cuh"
 
@@ -31,7 +45,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRows = 4;  // rows (samples) a warp / thread carries through one pass over the weights
+constexpr int kChunk = 32;  // channels per partial of dr (one per lane: each lane computes one dz)
 
 template <typename acc_t> __device__ __forceinline__ acc_t exp_of(acc_t v);
 template <> __device__ __forceinline__ float exp_of<float>(float v) { return expf(v); }
@@ -76,182 +90,285 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// out[k] = sum_i row(k, i) * wrow[i] over i < len for the first ``rows`` (<= kRows) of a group, by
-// one warp: lanes stride i (wrow coalesced), then a shuffle tree per row; the whole warp holds the
-// sums. One pass over wrow serves all the group's rows.
-template <typename acc_t, typename Row>
-__device__ __forceinline__ void warp_dots(const acc_t* wrow, int64_t len, int64_t lane, int64_t rows, const Row& row,
-                                          acc_t (&out)[kRows]) {
+__device__ __forceinline__ int64_t clamp_row(int64_t i, int64_t n) { return i < n ? i : n - 1; }
+
+// The thread's warp, counted over the grid (whole warps past a kernel's count leave together).
+__device__ __forceinline__ int64_t warp_index() { return static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; }
+
+__host__ __device__ inline int64_t chunks_of(int64_t C) { return cdiv(C, kChunk); }
+
+inline unsigned blocks_for_warps(int64_t warps) { return static_cast<unsigned>(std::max<int64_t>(1, cdiv(warps, kWarps))); }
+
+// acc[i][j] = sum over k < len of a(i, k) * b(j, k), k split over the lanes (k = lane, lane + 32,
+// ...), then summed across the warp: every lane ends with every sum. TM + TN loads per TM * TN
+// multiply-adds.
+template <int TM, int TN, typename acc_t, typename A, typename Bf>
+__device__ __forceinline__ void lanes_over_k(int64_t len, int lane, const A& a, const Bf& b, acc_t (&acc)[TM][TN]) {
 #pragma unroll
-  for (int k = 0; k < kRows; ++k) out[k] = 0;
-  for (int64_t i = lane; i < len; i += 32) {
-    const acc_t wv = wrow[i];
+  for (int i = 0; i < TM; ++i)
 #pragma unroll
-    for (int k = 0; k < kRows; ++k)
-      if (k < rows) out[k] += row(k, i) * wv;
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0;
+  for (int64_t k = lane; k < len; k += 32) {
+    acc_t av[TM], bv[TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) av[i] = a(i, k);
+#pragma unroll
+    for (int j = 0; j < TN; ++j) bv[j] = b(j, k);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
   }
 #pragma unroll
-  for (int k = 0; k < kRows; ++k) out[k] = warp_sum(out[k]);
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = warp_sum(acc[i][j]);
 }
 
-inline unsigned blocks_for(int64_t threads) {
-  return static_cast<unsigned>(std::max<int64_t>(1, cdiv(threads, kThreads)));
+// acc[i][j] = sum over k in [k0, k1) of a(i, k) * b(j, k), serially in each lane (fixed order);
+// a is warp-uniform (broadcast loads), b the lane's own column (j-th of the lane's TN). Unrolled
+// 4 steps deep: the loads of 4 steps are in flight together (a warp's steps are serial).
+template <int TM, int TN, typename acc_t, typename A, typename Bf>
+__device__ __forceinline__ void serial_k(int64_t k0, int64_t k1, const A& a, const Bf& b, acc_t (&acc)[TM][TN]) {
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0;
+#pragma unroll 4
+  for (int64_t k = k0; k < k1; ++k) {
+    acc_t av[TM], bv[TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) av[i] = a(i, k);
+#pragma unroll
+    for (int j = 0; j < TN; ++j) bv[j] = b(j, k);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
+  }
 }
 
-// h[j, r] = b1[r] + s[j] . W1[r]; act[j, r] = act(h[j, r]). Warp w: r = w % R, rows 4 (w / R) ...
+// Forward 1. h[j, r] = b1[r] + s[j] . W1[r]; act[j, r] = act(h[j, r]). Warp: 2 r x 8 rows (r tile
+// fastest, so a CTA's warps share their rows of s in L1); W1 is read once per 8 rows.
+constexpr int kHidR = 2, kHidJ = 8;
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, acc_t* h, acc_t* act) {
-  const int64_t J = a.n * a.B, groups = cdiv(J, kRows), lane = threadIdx.x % 32;
-  const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (w >= a.R * groups) return;  // whole warps leave together
-  const int64_t r = w % a.R, j0 = (w / a.R) * kRows;
-  acc_t acc[kRows];
-  warp_dots(a.w1 + r * a.C, a.C, lane, J - j0, [&](int k, int64_t c) { return a.s[(j0 + k) * a.C + c]; }, acc);
+  const int64_t J = a.n * a.B, r_tiles = cdiv(a.R, kHidR);
+  const int64_t w = warp_index();
+  const int lane = threadIdx.x % 32;
+  if (w >= r_tiles * cdiv(J, kHidJ)) return;
+  const int64_t r0 = (w % r_tiles) * kHidR, j0 = (w / r_tiles) * kHidJ;
+  const acc_t* srow[kHidJ];
+  const acc_t* wrow[kHidR];
 #pragma unroll
-  for (int k = 0; k < kRows; ++k) {
-    const acc_t v = acc[k] + (a.b1 ? a.b1[r] : acc_t(0));
-    if (lane == 0 && j0 + k < J) {
-      h[(j0 + k) * a.R + r] = v;
-      act[(j0 + k) * a.R + r] = act_fn(v, a.act);
+  for (int i = 0; i < kHidJ; ++i) srow[i] = a.s + clamp_row(j0 + i, J) * a.C;
+#pragma unroll
+  for (int q = 0; q < kHidR; ++q) wrow[q] = a.w1 + clamp_row(r0 + q, a.R) * a.C;
+  acc_t acc[kHidJ][kHidR];
+  lanes_over_k(
+      a.C, lane, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; }, acc);
+#pragma unroll
+  for (int i = 0; i < kHidJ; ++i)
+#pragma unroll
+    for (int q = 0; q < kHidR; ++q) {
+      const int64_t j = j0 + i, r = r0 + q;
+      if (lane == i * kHidR + q && j < J && r < a.R) {  // one lane per sum writes it
+        const acc_t v = acc[i][q] + (a.b1 ? a.b1[r] : acc_t(0));
+        h[j * a.R + r] = v;
+        act[j * a.R + r] = act_fn(v, a.act);
+      }
     }
-  }
 }
 
-// z[b, c] = n b2[c] + sum_i act[i B + b] . W2[c]; ca = gate_fn(z). Warp w: c = w % C, samples 4 (w / C) ...
+// Forward 2. z[b, c] = n b2[c] + sum_i act[i B + b] . W2[c]; ca = gate_fn(z). Warp: 4 c x 4
+// samples (c tile fastest: a CTA's warps share the samples' act rows), lanes over r.
+constexpr int kLogC = 4, kLogB = 4;
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) logits_kernel(FcGateArgs<acc_t> a, const acc_t* act, acc_t* z, acc_t* ca) {
-  const int64_t groups = cdiv(a.B, kRows), lane = threadIdx.x % 32;
-  const int64_t w = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (w >= a.C * groups) return;
-  const int64_t c = w % a.C, b0 = (w / a.C) * kRows;
-  acc_t acc[kRows];
-  warp_dots(a.w2 + c * a.R, a.R, lane, a.B - b0, [&](int k, int64_t r) {
-    acc_t v = 0;  // the stacked statistics' activations, summed
-    for (int64_t i = 0; i < a.n; ++i) v += act[(i * a.B + b0 + k) * a.R + r];
-    return v;
-  }, acc);
+  const int64_t c_tiles = cdiv(a.C, kLogC);
+  const int64_t w = warp_index();
+  const int lane = threadIdx.x % 32;
+  if (w >= c_tiles * cdiv(a.B, kLogB)) return;
+  const int64_t c0 = (w % c_tiles) * kLogC, b0 = (w / c_tiles) * kLogB;
+  const acc_t* arow[kLogB];  // the samples' act rows; the second statistic's (n = 2) R B further on
+  const acc_t* wrow[kLogC];
 #pragma unroll
-  for (int k = 0; k < kRows; ++k) {
-    const acc_t v = acc[k] + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
-    if (lane == 0 && b0 + k < a.B) {
-      z[(b0 + k) * a.C + c] = v;
-      ca[(b0 + k) * a.C + c] = gate_of(v, a.gate);
+  for (int i = 0; i < kLogB; ++i) arow[i] = act + clamp_row(b0 + i, a.B) * a.R;
+#pragma unroll
+  for (int q = 0; q < kLogC; ++q) wrow[q] = a.w2 + clamp_row(c0 + q, a.C) * a.R;
+  const int64_t second = a.R * a.B;
+  acc_t acc[kLogB][kLogC];
+  lanes_over_k(
+      a.R, lane, [&](int i, int64_t r) { return a.n == 2 ? arow[i][r] + arow[i][second + r] : arow[i][r]; },
+      [&](int q, int64_t r) { return wrow[q][r]; }, acc);
+#pragma unroll
+  for (int i = 0; i < kLogB; ++i)
+#pragma unroll
+    for (int q = 0; q < kLogC; ++q) {
+      const int64_t b = b0 + i, c = c0 + q;
+      if (lane == i * kLogC + q && b < a.B && c < a.C) {
+        const acc_t v = acc[i][q] + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
+        z[b * a.C + c] = v;
+        ca[b * a.C + c] = gate_of(v, a.gate);
+      }
     }
-  }
 }
 
-// Backward 1. dr[b, r] = sum_c dz[b, c] W2[c, r]; dh[i B + b, r] = act'(h) dr; afold[b, r] = sum_i
-// act(h[i B + b, r]) (for dW2). CTA (r tile of 32 = the lanes, 4 samples); warp w takes c = w, w + 8, ...
+// Backward 1. parts[k, b, r] = sum over the chunk's c of dz[b, c] W2[c, r] (chunk k = channels
+// [32 k, 32 k + 32)), and dz itself into g.dz. Warp: (chunk, 4 samples, 128 r: lanes + 32 q);
+// each lane computes dz for its channel of the chunk, and the loop passes them round by shuffles.
+constexpr int kDrB = 4, kDrR = 4;
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) dr_parts_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g) {
+  const int64_t r_tiles = cdiv(a.R, 32 * kDrR), b_tiles = cdiv(a.B, kDrB);
+  const int64_t w = warp_index();
+  const int lane = threadIdx.x % 32;
+  if (w >= chunks_of(a.C) * b_tiles * r_tiles) return;
+  const int64_t rt = w % r_tiles, b0 = (w / r_tiles % b_tiles) * kDrB, chunk = w / (r_tiles * b_tiles);
+  const int64_t c0 = chunk * kChunk, len = std::min<int64_t>(kChunk, a.C - c0), r_base = rt * 32 * kDrR + lane;
+  acc_t mine[kDrB];  // dz[b0 + i, c0 + lane]
+#pragma unroll
+  for (int i = 0; i < kDrB; ++i) {
+    const int64_t e = clamp_row(b0 + i, a.B) * a.C + c0 + lane;
+    mine[i] = lane < len ? dz_of(a, g.dca, g.z, g.ca, e) : acc_t(0);
+    if (rt == 0 && lane < len && b0 + i < a.B) g.dz[e] = mine[i];
+  }
+  const acc_t* wcol[kDrR];  // the lane's columns of W2 in the chunk's first row
+#pragma unroll
+  for (int q = 0; q < kDrR; ++q) wcol[q] = a.w2 + c0 * a.R + clamp_row(r_base + 32 * q, a.R);
+  acc_t acc[kDrB][kDrR];
+  serial_k(
+      0, len, [&](int i, int64_t k) { return __shfl_sync(0xffffffffu, mine[i], static_cast<int>(k)); },
+      [&](int q, int64_t k) { return wcol[q][k * a.R]; }, acc);
+#pragma unroll
+  for (int i = 0; i < kDrB; ++i)
+#pragma unroll
+    for (int q = 0; q < kDrR; ++q) {
+      const int64_t b = b0 + i, r = r_base + 32 * q;
+      if (b < a.B && r < a.R) g.parts[(chunk * a.B + b) * a.R + r] = acc[i][q];
+    }
+}
+
+// Backward 2. dr[b, r] = the partials summed in chunk order; dh[i B + b, r] = act'(h) dr, also
+// transposed (dht [R, n B], for ds: its tiles then read a row's 8 values at fixed offsets);
+// afold[b, r] = sum_i act(h[i B + b, r]) (for dW2). A thread per (b, r).
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) hidden_grad_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g) {
-  __shared__ acc_t part[kWarps][kRows][32];
-  const int64_t r_tiles = cdiv(a.R, 32);
-  const int64_t r = (blockIdx.x % r_tiles) * 32 + threadIdx.x % 32, b0 = (blockIdx.x / r_tiles) * kRows;
-  const int warp = threadIdx.x / 32;
-  acc_t acc[kRows] = {};
-  if (r < a.R)
-    for (int64_t c = warp; c < a.C; c += kWarps) {
-      const acc_t wv = a.w2[c * a.R + r];
-#pragma unroll
-      for (int k = 0; k < kRows; ++k)
-        if (b0 + k < a.B) acc[k] += dz_of(a, g.dca, g.z, g.ca, (b0 + k) * a.C + c) * wv;
-    }
-#pragma unroll
-  for (int k = 0; k < kRows; ++k) part[warp][k][threadIdx.x % 32] = acc[k];
-  __syncthreads();
-  if (threadIdx.x >= kRows * 32) return;
-  const int64_t k = threadIdx.x / 32, b = b0 + k;
-  if (r >= a.R || b >= a.B) return;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= a.B * a.R) return;
+  const int64_t chunks = chunks_of(a.C), b = e / a.R, r = e % a.R;
   acc_t dr = 0;
-  for (int w = 0; w < kWarps; ++w) dr += part[w][k][threadIdx.x % 32];
+  for (int64_t k = 0; k < chunks; ++k) dr += g.parts[k * a.B * a.R + e];
   acc_t fold = 0;
   for (int64_t i = 0; i < a.n; ++i) {
-    const int64_t e = (i * a.B + b) * a.R + r;
-    const acc_t hv = g.h[e];
-    g.dh[e] = act_backward(dr, hv, a.act);
+    const int64_t x = (i * a.B + b) * a.R + r;
+    const acc_t hv = g.h[x];
+    g.dh[x] = g.dht[r * a.n * a.B + i * a.B + b] = act_backward(dr, hv, a.act);
     fold += act_fn(hv, a.act);
   }
-  g.afold[b * a.R + r] = fold;
+  g.afold[e] = fold;
 }
 
-// Backward 2, three independent jobs in one grid (blocks [0, n2) | [n2, n2 + n1) | the rest):
-//   dW2[c, r] = sum_b dz[b, c] afold[b, r], db2[c] = n sum_b dz[b, c]   thread per (c, r)
-//   dW1[r, c] = sum_j dh[j, r] s[j, c],     db1[r] = sum_j dh[j, r]     thread per (r, c)
-//   ds[j, c]  = sum_r dh[j, r] W1[r, c]                                 thread per (4 rows, c)
+// Backward 3, three independent jobs in one grid (warps [0, w2) | [w2, w2 + w1) | the rest):
+//   dW2[c, r] = sum_b dz[b, c] afold[b, r], db2[c] = n sum_b dz[b, c]   warp: 4 c x 128 r
+//   dW1[r, c] = sum_j dh[j, r] s[j, c],     db1[r] = sum_j dh[j, r]     warp: 4 r x 64 c
+//   ds[j, c]  = sum_r dh[j, r] W1[r, c]                                 warp: 4 rows x 64 c
+// The tile's first axis is warp-uniform (broadcast loads), the second lanes + 32 q (coalesced).
+// Tile sizes: dW1 sums over all n B rows (256 for CBAM at batch 128) and ds over R, serially, so
+// their tiles are smaller than dW2's, for more warps in flight: at C = 2048, R = 128 the grid has
+// ~2K warps at batch 32 and ~3.5K at batch 128, with 0.75-0.5 loads per multiply-add.
+constexpr int kTileM = 4;             // warp-uniform rows per tile (all three jobs)
+constexpr int kW2N = 4, kW1N = 2, kDsN = 2;  // columns per lane
+
+struct WeightGradWarps {
+  int64_t w2, w1, ds;
+};
+__host__ __device__ inline WeightGradWarps weight_grad_warps(int64_t B, int64_t n, int64_t C, int64_t R) {
+  return {cdiv(C, kTileM) * cdiv(R, 32 * kW2N), cdiv(R, kTileM) * cdiv(C, 32 * kW1N),
+          cdiv(n * B, kTileM) * cdiv(C, 32 * kDsN)};
+}
+
+// out[m, col] (m < M, col < N, row-major N) = sum over k < K of P[k ldp + m] Q[k ldq + col] for
+// the warp's tile t (column tile fastest); ``rowsum[m]`` = scale sum_k P[k ldp + m] from the first
+// column tile (the biases' gradients), skipped when null. A tile inside the matrix (all but the
+// edges') indexes its rows and columns at fixed offsets from one base, which ptxas folds into the
+// loads' immediates; an edge tile clamps each index.
+template <int TM, int TN, typename acc_t>
+__device__ __forceinline__ void weight_grad_tile(int64_t t, int lane, int64_t M, int64_t N, int64_t K, const acc_t* P,
+                                                 int64_t ldp, const acc_t* Q, int64_t ldq, acc_t* out, acc_t* rowsum,
+                                                 acc_t rowsum_scale) {
+  constexpr int kCols = 32 * TN;
+  const int64_t col_tiles = cdiv(N, kCols);
+  const int64_t m0 = (t / col_tiles) * TM, tile_col0 = (t % col_tiles) * kCols, col0 = tile_col0 + lane;
+  acc_t acc[TM][TN];
+  if (m0 + TM <= M && tile_col0 + kCols <= N)  // warp-uniform
+    serial_k(
+        0, K, [&](int i, int64_t k) { return P[k * ldp + m0 + i]; },
+        [&](int q, int64_t k) { return Q[k * ldq + col0 + 32 * q]; }, acc);
+  else
+    serial_k(
+        0, K, [&](int i, int64_t k) { return P[k * ldp + clamp_row(m0 + i, M)]; },
+        [&](int q, int64_t k) { return Q[k * ldq + clamp_row(col0 + 32 * q, N)]; }, acc);
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int q = 0; q < TN; ++q)
+      if (m0 + i < M && col0 + 32 * q < N) out[(m0 + i) * N + col0 + 32 * q] = acc[i][q];
+  if (rowsum && tile_col0 == 0 && lane < TM && m0 + lane < M) {
+    acc_t sum = 0;  // one lane per row, in k order
+    for (int64_t k = 0; k < K; ++k) sum += P[k * ldp + m0 + lane];
+    rowsum[m0 + lane] = sum * rowsum_scale;
+  }
+}
+
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) weight_grad_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g,
-                                                               int64_t blocks_w2, int64_t blocks_w1) {
+__global__ void __launch_bounds__(kThreads) weight_grad_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g) {
   const int64_t J = a.n * a.B;
-  int64_t blk = blockIdx.x;
-  if (blk < blocks_w2) {
-    const int64_t e = blk * kThreads + threadIdx.x;
-    if (e >= a.C * a.R) return;
-    const int64_t c = e / a.R, r = e % a.R;
-    acc_t s = 0, dsum = 0;
-    for (int64_t b = 0; b < a.B; ++b) {
-      const acc_t d = dz_of(a, g.dca, g.z, g.ca, b * a.C + c);
-      s += d * g.afold[b * a.R + r];
-      dsum += d;
-    }
-    g.dw2[e] = s;
-    if (g.db2 && r == 0) g.db2[c] = dsum * static_cast<acc_t>(a.n);
+  const WeightGradWarps nw = weight_grad_warps(a.B, a.n, a.C, a.R);
+  int64_t w = warp_index();
+  const int lane = threadIdx.x % 32;
+  if (w < nw.w2) {
+    weight_grad_tile<kTileM, kW2N>(w, lane, a.C, a.R, a.B, g.dz, a.C, g.afold, a.R, g.dw2, g.db2, static_cast<acc_t>(a.n));
     return;
   }
-  blk -= blocks_w2;
-  if (blk < blocks_w1) {
-    const int64_t e = blk * kThreads + threadIdx.x;
-    if (e >= a.R * a.C) return;
-    const int64_t r = e / a.C, c = e % a.C;
-    acc_t s = 0, dsum = 0;
-    for (int64_t j = 0; j < J; ++j) {
-      const acc_t d = g.dh[j * a.R + r];
-      s += d * a.s[j * a.C + c];
-      dsum += d;
-    }
-    g.dw1[e] = s;
-    if (g.db1 && c == 0) g.db1[r] = dsum;
+  w -= nw.w2;
+  if (w < nw.w1) {
+    weight_grad_tile<kTileM, kW1N>(w, lane, a.R, a.C, J, static_cast<const acc_t*>(g.dh), a.R, a.s, a.C, g.dw1, g.db1, acc_t(1));
     return;
   }
-  blk -= blocks_w1;
-  const int64_t e = blk * kThreads + threadIdx.x;
-  if (e >= cdiv(J, kRows) * a.C) return;
-  const int64_t c = e % a.C, j0 = (e / a.C) * kRows;
-  acc_t acc[kRows] = {};
-  for (int64_t r = 0; r < a.R; ++r) {
-    const acc_t wv = a.w1[r * a.C + c];
-#pragma unroll
-    for (int k = 0; k < kRows; ++k)
-      if (j0 + k < J) acc[k] += g.dh[(j0 + k) * a.R + r] * wv;
-  }
-#pragma unroll
-  for (int k = 0; k < kRows; ++k)
-    if (j0 + k < J) g.ds[(j0 + k) * a.C + c] = acc[k];
+  w -= nw.w1;
+  if (w < nw.ds)
+    weight_grad_tile<kTileM, kDsN>(w, lane, J, a.C, a.R, static_cast<const acc_t*>(g.dht), J, a.w1, a.C, g.ds,
+                                   static_cast<acc_t*>(nullptr), acc_t(1));
 }
 
 }  // namespace
+
+int64_t fc_gate_chunks(int64_t C) { return chunks_of(C); }
 
 template <typename acc_t>
 void fc_gate(const FcGateArgs<acc_t>& a, acc_t* h, acc_t* act, acc_t* z, acc_t* ca, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t J = a.n * a.B;
   if (J == 0) return;
-  launch_kernel(hidden_kernel<acc_t>, dim3(blocks_for(a.R * cdiv(J, kRows) * 32)), dim3(kThreads), 0, st, a, h, act);
-  launch_kernel(logits_kernel<acc_t>, dim3(blocks_for(a.C * cdiv(a.B, kRows) * 32)), dim3(kThreads), 0, st, a,
-                static_cast<const acc_t*>(act), z, ca);
+  launch_kernel(hidden_kernel<acc_t>, dim3(blocks_for_warps(cdiv(a.R, kHidR) * cdiv(J, kHidJ))), dim3(kThreads), 0,
+                st, a, h, act);
+  launch_kernel(logits_kernel<acc_t>, dim3(blocks_for_warps(cdiv(a.C, kLogC) * cdiv(a.B, kLogB))), dim3(kThreads), 0,
+                st, a, static_cast<const acc_t*>(act), z, ca);
 }
 
 template <typename acc_t>
 void fc_gate_backward(const FcGateArgs<acc_t>& a, const FcGateGrads<acc_t>& g, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
-  const int64_t J = a.n * a.B;
-  if (J > 0)
-    launch_kernel(hidden_grad_kernel<acc_t>, dim3(static_cast<unsigned>(cdiv(a.R, 32) * cdiv(a.B, kRows))),
-                  dim3(kThreads), 0, st, a, g);
+  if (a.B > 0) {
+    const int64_t warps = chunks_of(a.C) * cdiv(a.B, kDrB) * cdiv(a.R, 32 * kDrR);
+    launch_kernel(dr_parts_kernel<acc_t>, dim3(blocks_for_warps(warps)), dim3(kThreads), 0, st, a, g);
+    launch_kernel(hidden_grad_kernel<acc_t>, dim3(static_cast<unsigned>(cdiv(a.B * a.R, kThreads))), dim3(kThreads), 0,
+                  st, a, g);
+  }
   // With B = 0 the weight gradients are sums of nothing: the first two jobs write zeros.
-  const int64_t blocks_w = cdiv(a.C * a.R, kThreads), blocks_ds = cdiv(cdiv(J, kRows) * a.C, kThreads);
-  if (blocks_w * 2 + blocks_ds > 0)
-    launch_kernel(weight_grad_kernel<acc_t>, dim3(static_cast<unsigned>(blocks_w * 2 + blocks_ds)), dim3(kThreads), 0,
-                  st, a, g, blocks_w, blocks_w);
+  const WeightGradWarps nw = weight_grad_warps(a.B, a.n, a.C, a.R);
+  launch_kernel(weight_grad_kernel<acc_t>, dim3(blocks_for_warps(nw.w2 + nw.w1 + nw.ds)), dim3(kThreads), 0, st, a, g);
 }
 
 template void fc_gate<float>(const FcGateArgs<float>&, float*, float*, float*, float*, void*);
