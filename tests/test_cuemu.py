@@ -254,6 +254,22 @@ def test_fc_gate_is_right_and_schedule_independent(case, dtype):
     _same_under_every_schedule(lambda: check_fc_gate(EMU, dtype, case), "fc gate")
 
 
+def test_fc_gate_bench_compares_the_two_paths():
+    """benchmarks/fc_gate_bench.py (a GPU step of gpu_all.sh) on the emulated kernels, untimed: its
+    rows hold both sides' times and their outputs agree, so the GPU run cannot fail on its logic."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "fc_gate_bench.py")
+    spec = importlib.util.spec_from_file_location("fc_gate_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run(EMU, torch.device("cpu"), [(3, 1, 40, 5), (2, 2, 70, 33)], timer=lambda fn: (fn(), 1.0)[1])
+    assert [(r["B"], r["n"]) for r in rows] == [(3, 1), (2, 2)]
+    for r in rows:
+        assert r["fc_gate_fwd_ms"] == r["aten_bwd_ms"] == 1.0 and r["max_abs_diff"] < 1e-5, r
+    assert "fwd ours" in bench._table(rows)
+
+
 def test_fc_gate_refuses_bad_arguments():
     """Shapes, dtypes and codes the kernels do not take raise a clear error (never a launch)."""
     ops = torch.ops.attnfused_cuemu

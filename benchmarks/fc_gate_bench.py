@@ -1,0 +1,134 @@
+"""The "fc" channel gate alone: ``csrc/cuda/fc_gate.cu`` against F.linear (cuBLAS) + aten's elementwise ops.
+
+Both sides run the same function, :func:`attnfused.ops._gates.channel_forward` / ``channel_backward``
+(what the block op calls), on a block's pooled statistics (``[n B, C]`` in, ``ca [B, C]`` out):
+once with the "cuda" provider's ``fc_gate`` hooks, once without (``kern=None``: F.linear and aten's
+elementwise ops). The block bench times the gate inside SE / CBAM-FC (``gpu_all.sh`` step
+``cuda_cublas``); this times it alone, in a few seconds of GPU time, at the shapes where it costs
+the most next to the block's passes over x: ResNet-50's last two stages (C = 1024, 2048, ratio
+16), batch 32 and 128, one statistic (SE) and two (CBAM). fp32, the accumulation dtype the gate
+runs in for every input dtype.
+
+Per row: median ms of forward and of backward (``triton.testing.do_bench``), the multiply-adds
+each direction does, and the largest difference between the two sides' outputs (a sanity check:
+the sums run in different orders).
+
+Usage: ``python benchmarks/fc_gate_bench.py [--out DIR]`` (needs a CUDA GPU and the compiled
+extension; writes fc_gate.json / fc_gate.csv to DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sys
+from typing import Callable, Optional
+
+import torch
+
+from attnfused.ops import _gates
+from attnfused.spec import ChannelSpec
+
+# (B, n, C, R): batch, stacked statistics (1: SE's avg, 2: CBAM's avg + max), channels, hidden width
+SHAPES = [(b, n, c, c // 16) for b in (32, 128) for n in (1, 2) for c in (1024, 2048)]
+
+
+def _case(b: int, n: int, c: int, r: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).to(device)
+
+    s = rand(n * b, c)
+    w = {"w1": rand(r, c, scale=c**-0.5), "b1": rand(r, scale=0.1), "w2": rand(c, r, scale=r**-0.5), "b2": rand(c, scale=0.1)}
+    spec = ChannelSpec(gate="fc", pool="avgmax" if n == 2 else "avg")
+    return spec, s[:b], (s[b:] if n == 2 else None), w, rand(b, c)
+
+
+def _calls(kern, spec: ChannelSpec, avg, mx, w: dict, dca) -> tuple[Callable, Callable, tuple]:
+    """(forward, backward, (forward's outputs, backward's outputs)) of the gate through ``kern``."""
+    def fwd():
+        return _gates.channel_forward(avg, mx, spec, w, kern)
+
+    ca, z, h = fwd()
+
+    def bwd():
+        return _gates.channel_backward(dca, avg, mx, z, ca, h, spec, w, kern)
+
+    return fwd, bwd, ((ca, z), bwd())
+
+
+def _flat(out) -> list[torch.Tensor]:
+    """The tensors of a (nested) result, None and the saved h left out (its layout is the caller's)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in _flat(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [t for x in out for t in _flat(x)]
+    return []
+
+
+def run(provider, device: torch.device, shapes: list[tuple[int, int, int, int]],
+        timer: Callable[[Callable[[], object]], float]) -> list[dict]:
+    """One row per shape: ``provider`` (with fc_gate hooks) against the aten path, timed by ``timer``."""
+    rows = []
+    for b, n, c, r in shapes:
+        spec, avg, mx, w, dca = _case(b, n, c, r, device)
+        f_ours, b_ours, out_ours = _calls(provider, spec, avg, mx, w, dca)
+        f_aten, b_aten, out_aten = _calls(None, spec, avg, mx, w, dca)
+        diff = max((x - y).abs().max().item() for x, y in zip(_flat(out_ours), _flat(out_aten)) if x.numel())
+        row = {"B": b, "n": n, "C": c, "R": r,
+               "fwd_macs": (n * b + b) * c * r, "bwd_macs": (2 * b + 2 * n * b) * c * r, "max_abs_diff": diff}
+        for name, fn in (("fc_gate_fwd_ms", f_ours), ("aten_fwd_ms", f_aten), ("fc_gate_bwd_ms", b_ours), ("aten_bwd_ms", b_aten)):
+            row[name] = timer(fn)
+        rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    head = f"{'B':>4} {'n':>2} {'C':>5} {'R':>4} | {'fwd ours':>9} {'fwd aten':>9} | {'bwd ours':>9} {'bwd aten':>9} | {'max diff':>9}"
+    lines = [head, "-" * len(head)]
+    for x in rows:
+        lines.append(f"{x['B']:>4} {x['n']:>2} {x['C']:>5} {x['R']:>4} | {x['fc_gate_fwd_ms']:>9.4f} {x['aten_fwd_ms']:>9.4f} | "
+                     f"{x['fc_gate_bwd_ms']:>9.4f} {x['aten_bwd_ms']:>9.4f} | {x['max_abs_diff']:>9.2e}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None, help="folder for fc_gate.json / fc_gate.csv (default: print only)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("fc_gate_bench: needs a CUDA GPU (the gate's CUDA kernels cannot run here)", file=sys.stderr)
+        return 2
+    from attnfused.bench.timing import time_ms
+    from attnfused.kernels.extension import CUDA
+
+    why = CUDA.available()
+    if why is not None or getattr(CUDA, "fc_gate", None) is None:
+        print(f"fc_gate_bench: the cuda provider's fc gate is not available ({why or 'ATTNFUSED_CUDA_FC_GATE=0'})", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    rows = run(CUDA, device, SHAPES, lambda fn: time_ms(fn, device))
+    print(f"fc gate alone on {torch.cuda.get_device_name()}, torch {torch.__version__}, fp32, ms (median, do_bench)")
+    print(_table(rows))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+                "command": " ".join(sys.argv)}
+        with open(os.path.join(args.out, "fc_gate.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        with open(os.path.join(args.out, "fc_gate.csv"), "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+            wr.writeheader()
+            wr.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
