@@ -11,18 +11,20 @@
 // launches on tensors of a few KB to a few MB, each also a round trip through Python and the
 // dispatcher. Here the forward is two launches and the backward three.
 //
-// Every product is a small matrix product (8-64 M multiply-adds at batch 32-128 for C = 2048,
+// Every product is a small matrix product (8-67 M multiply-adds at batch 32-128 for C = 2048,
 // R = 128), too small to fill a GPU one output per thread and too thin for tensor-core tiles, so
 // each warp owns a register tile of outputs and the loads per multiply-add are what is counted:
-//   - a long reduction (over C: h, dr) goes across the lanes, each lane a tile of TM x TN sums,
-//     TM + TN loads per TM * TN multiply-adds, then a shuffle tree per sum;
-//   - a short one (over R or the batch: z, the weight gradients, ds) runs serially in each lane,
-//     lanes over the output's unit-stride axis (coalesced), the tile's other axis warp-uniform
-//     (broadcast loads).
-// The old kernels here (one output per lane or warp) did 3-5 instructions per multiply-add in
-// their loops (ptxas SASS, sm_90) and gave dr's c-sum of 2048 terms to only cdiv(R, 32) cdiv(B, 4)
-// CTAs, one serial loop each; dr now sums chunks of 32 channels in parallel into partials that
-// a third launch adds up in chunk order.
+//   - h (a sum over C) and z (over R), whose operands both run along the summed axis in memory,
+//     split the sum across the lanes (coalesced), each lane a tile of 16 partial sums (TM + TN
+//     loads per TM * TN multiply-adds); one reduce-scatter butterfly leaves each sum on a lane pair;
+//   - the others (dr over a chunk of C, the weight gradients over the batch, ds over R) run
+//     serially in each lane, lanes over the output's unit-stride axis (coalesced), the tile's other
+//     axis warp-uniform (broadcast loads).
+// In the SASS for sm_90 (cuobjdump), the hot loops issue 1.9-3.3 instructions per FFMA. The
+// previous kernels here (one output per lane or warp, dz recomputed per multiply-add) issued
+// 3.8-15, and gave dr's sum over all C channels to only cdiv(R, 32) cdiv(B, 4) CTAs, one serial
+// loop each (32 CTAs at batch 32); dr now sums chunks of 32 channels in parallel, into partials
+// that a third launch adds up in chunk order.
 //
 //   forward   1. h, act(h)        warp: 2 r x 8 rows, lanes over c
 //             2. z, ca            warp: 4 c x 4 samples, lanes over r
@@ -99,9 +101,8 @@ __host__ __device__ inline int64_t chunks_of(int64_t C) { return cdiv(C, kChunk)
 
 inline unsigned blocks_for_warps(int64_t warps) { return static_cast<unsigned>(std::max<int64_t>(1, cdiv(warps, kWarps))); }
 
-// acc[i][j] = sum over k < len of a(i, k) * b(j, k), k split over the lanes (k = lane, lane + 32,
-// ...), then summed across the warp: every lane ends with every sum. TM + TN loads per TM * TN
-// multiply-adds.
+// acc[i][j] = the lane's part (k = lane, lane + 32, ...) of sum over k < len of a(i, k) * b(j, k):
+// TM + TN loads per TM * TN multiply-adds. The warp's sums come out of reduce_scatter16.
 template <int TM, int TN, typename acc_t, typename A, typename Bf>
 __device__ __forceinline__ void lanes_over_k(int64_t len, int lane, const A& a, const Bf& b, acc_t (&acc)[TM][TN]) {
 #pragma unroll
@@ -119,10 +120,39 @@ __device__ __forceinline__ void lanes_over_k(int64_t len, int lane, const A& a, 
 #pragma unroll
       for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
   }
+}
+
+// The warp-wide sums of 16 values per lane, one per lane pair: lanes 2 t and 2 t + 1 return the sum
+// over all 32 lanes of v[t] (t = i TN + j of a TM x TN tile). A butterfly that halves what each
+// lane holds at every step (8 + 4 + 2 + 1 + 1 = 16 shuffles) instead of a full tree per value
+// (16 x 5 = 80). Fixed order: deterministic.
+// One step of it: lanes whose bit log2(W) + 1 is set keep v[W, 2W), the others v[0, W), each adding
+// its partner's copy of the half it keeps. W a template argument: every index of v is a constant,
+// so v stays in registers (a loop over W put it in local memory).
+template <int W, typename acc_t>
+__device__ __forceinline__ void butterfly_step(acc_t (&v)[16], int lane) {
+  constexpr int kOffset = 2 * W;
+  const bool upper = lane & kOffset;
+#pragma unroll
+  for (int p = 0; p < W; ++p) {
+    const acc_t send = upper ? v[p] : v[p + W], keep = upper ? v[p + W] : v[p];
+    v[p] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+  }
+}
+
+template <typename acc_t, int TM, int TN>
+__device__ __forceinline__ acc_t reduce_scatter16(const acc_t (&acc)[TM][TN], int lane) {
+  static_assert(TM * TN == 16, "one sum per lane pair");
+  acc_t v[16];
 #pragma unroll
   for (int i = 0; i < TM; ++i)
 #pragma unroll
-    for (int j = 0; j < TN; ++j) acc[i][j] = warp_sum(acc[i][j]);
+    for (int j = 0; j < TN; ++j) v[i * TN + j] = acc[i][j];
+  butterfly_step<8>(v, lane);  // lane offset 16
+  butterfly_step<4>(v, lane);
+  butterfly_step<2>(v, lane);
+  butterfly_step<1>(v, lane);  // lane offset 2: v[0] holds value (lane >> 1), summed over 16 lanes
+  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
 // acc[i][j] = sum over k in [k0, k1) of a(i, k) * b(j, k), serially in each lane (fixed order);
@@ -167,17 +197,14 @@ __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, a
   acc_t acc[kHidJ][kHidR];
   lanes_over_k(
       a.C, lane, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; }, acc);
-#pragma unroll
-  for (int i = 0; i < kHidJ; ++i)
-#pragma unroll
-    for (int q = 0; q < kHidR; ++q) {
-      const int64_t j = j0 + i, r = r0 + q;
-      if (lane == i * kHidR + q && j < J && r < a.R) {  // one lane per sum writes it
-        const acc_t v = acc[i][q] + (a.b1 ? a.b1[r] : acc_t(0));
-        h[j * a.R + r] = v;
-        act[j * a.R + r] = act_fn(v, a.act);
-      }
-    }
+  const acc_t sum = reduce_scatter16(acc, lane);
+  const int t = lane >> 1;
+  const int64_t j = j0 + t / kHidR, r = r0 + t % kHidR;
+  if ((lane & 1) == 0 && j < J && r < a.R) {  // one lane of the pair writes
+    const acc_t v = sum + (a.b1 ? a.b1[r] : acc_t(0));
+    h[j * a.R + r] = v;
+    act[j * a.R + r] = act_fn(v, a.act);
+  }
 }
 
 // Forward 2. z[b, c] = n b2[c] + sum_i act[i B + b] . W2[c]; ca = gate_fn(z). Warp: 4 c x 4
@@ -201,17 +228,14 @@ __global__ void __launch_bounds__(kThreads) logits_kernel(FcGateArgs<acc_t> a, c
   lanes_over_k(
       a.R, lane, [&](int i, int64_t r) { return a.n == 2 ? arow[i][r] + arow[i][second + r] : arow[i][r]; },
       [&](int q, int64_t r) { return wrow[q][r]; }, acc);
-#pragma unroll
-  for (int i = 0; i < kLogB; ++i)
-#pragma unroll
-    for (int q = 0; q < kLogC; ++q) {
-      const int64_t b = b0 + i, c = c0 + q;
-      if (lane == i * kLogC + q && b < a.B && c < a.C) {
-        const acc_t v = acc[i][q] + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
-        z[b * a.C + c] = v;
-        ca[b * a.C + c] = gate_of(v, a.gate);
-      }
-    }
+  const acc_t sum = reduce_scatter16(acc, lane);
+  const int t = lane >> 1;
+  const int64_t b = b0 + t / kLogC, c = c0 + t % kLogC;
+  if ((lane & 1) == 0 && b < a.B && c < a.C) {
+    const acc_t v = sum + (a.b2 ? static_cast<acc_t>(a.n) * a.b2[c] : acc_t(0));
+    z[b * a.C + c] = v;
+    ca[b * a.C + c] = gate_of(v, a.gate);
+  }
 }
 
 // Backward 1. parts[k, b, r] = sum over the chunk's c of dz[b, c] W2[c, r] (chunk k = channels
@@ -250,7 +274,7 @@ __global__ void __launch_bounds__(kThreads) dr_parts_kernel(FcGateArgs<acc_t> a,
 }
 
 // Backward 2. dr[b, r] = the partials summed in chunk order; dh[i B + b, r] = act'(h) dr, also
-// transposed (dht [R, n B], for ds: its tiles then read a row's 8 values at fixed offsets);
+// transposed (dht [R, n B], for ds: its tiles then read their rows' values at fixed offsets);
 // afold[b, r] = sum_i act(h[i B + b, r]) (for dW2). A thread per (b, r).
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) hidden_grad_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g) {
