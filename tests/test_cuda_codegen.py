@@ -101,3 +101,29 @@ def test_cuda_vector_kernels_move_16_bytes_per_access(tmp_path):
         wide = {"double": ".v2.f64", "float": ".v4.f32"}.get(scalar, ".v4.u32")  # halves move as u32 words
         assert re.search(r"ld\.global(?:\.nc)?" + re.escape(wide), body), f"{name}: no 16-byte load"
         assert re.search(r"st\.global" + re.escape(wide), body), f"{name}: no 16-byte store"
+
+
+def test_sass_loop_counter_reads_cuobjdump_output():
+    """benchmarks/sass_loops.py (a dev tool: no cuobjdump here) on a hand-written cuobjdump excerpt:
+    it finds the backward branch's loop, counts its instructions and FMAs, skips straight code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sass_loops", ROOT / "benchmarks" / "sass_loops.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    sass = """
+        Function : _Z4testPf
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E R2, desc[UR4][R4.64] ;
+        /*0020*/                   FFMA R3, R2, R2, R3 ;
+        /*0030*/               @P0 FFMA R5, R2, R3, R5 ;
+        /*0040*/                   ISETP.NE.AND P0, PT, R6, RZ, PT ;
+        /*0050*/               @P0 BRA 0x10 ;
+        /*0060*/                   FFMA R7, R2, R2, R7 ;
+        /*0070*/                   EXIT ;
+"""
+    found = tool.loops(sass, min_fma=2)
+    assert list(found) == ["_Z4testPf"]
+    (n, fma, ops), = found["_Z4testPf"]
+    assert (n, fma, ops["LDG"], ops["BRA"]) == (5, 2, 1, 1)
+    assert tool.loops(sass, min_fma=3) == {"_Z4testPf": []}
