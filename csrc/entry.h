@@ -32,9 +32,8 @@ struct FcGateArgs {
   int act, gate;
 };
 // Its backward's inputs (dL/dca [B, C], the forward's z, ca [B, C] and h [n B, R]), scratch (afold
-// [B, R], dh [n B, R], dht (dh transposed, [R, n B]), dz [B, C], parts [cuda::fc_gate_chunks(C), B, R])
-// and outputs (ds [n B, C],
-// dW1, dW2, and the biases' grads when not null).
+// [B, R], dh [n B, R], dht = dh transposed [R, n B], dz [B, C], parts [cuda::fc_gate_chunks(C), B, R])
+// and outputs (ds [n B, C], dW1, dW2, and the biases' grads when not null).
 template <typename acc_t>
 struct FcGateGrads {
   const acc_t* dca;

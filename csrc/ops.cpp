@@ -470,7 +470,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
 #ifdef ATTNFUSED_CUDA_KERNELS
     const int64_t chunks = cuda::fc_gate_chunks(a.C);
 #else
-    const int64_t chunks = 0;
+    const int64_t chunks = 0;  // unreachable: check_fc_gate_device refused the call above
 #endif
     TORCH_CHECK(chunks * a.B * a.R < (int64_t{1} << 36), "attnfused: fc_gate_backward's inputs are too large for one launch");
     Tensor dht = at::empty({a.R, a.n * a.B}, opts), dz = at::empty({a.B, a.C}, opts);
