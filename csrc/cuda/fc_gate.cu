@@ -20,9 +20,9 @@
 //   - the others (dr over a chunk of C, the weight gradients over the batch, ds over R) run
 //     serially in each lane, lanes over the output's unit-stride axis (coalesced), the tile's other
 //     axis warp-uniform (broadcast loads).
-// In the SASS for sm_90 (cuobjdump), the hot loops issue 1.9-3.3 instructions per FFMA. The
-// previous kernels here (one output per lane or warp, dz recomputed per multiply-add) issued
-// 3.8-15, and gave dr's sum over all C channels to only cdiv(R, 32) cdiv(B, 4) CTAs, one serial
+// In the SASS for sm_90 (benchmarks/sass_loops.py), the hot loops issue 1.9-2.7 instructions per
+// FFMA (interior tiles; edge tiles 2.8-3.7). The previous kernels here (one output per lane or
+// warp, dz recomputed per multiply-add) issued 3.8-15, and gave dr's sum over all C channels to only cdiv(R, 32) cdiv(B, 4) CTAs, one serial
 // loop each (32 CTAs at batch 32); dr now sums chunks of 32 channels in parallel, into partials
 // that a third launch adds up in chunk order.
 //
@@ -101,15 +101,19 @@ __host__ __device__ inline int64_t chunks_of(int64_t C) { return cdiv(C, kChunk)
 
 inline unsigned blocks_for_warps(int64_t warps) { return static_cast<unsigned>(std::max<int64_t>(1, cdiv(warps, kWarps))); }
 
-// acc[i][j] = the lane's part (k = lane, lane + 32, ...) of sum over k < len of a(i, k) * b(j, k):
-// TM + TN loads per TM * TN multiply-adds. The warp's sums come out of reduce_scatter16.
+// acc[i][j] = sum over k = k0, k0 + step, ... < k1 of a(i, k) * b(j, k), in k order: TM + TN loads
+// per TM * TN multiply-adds. Two uses: split across the lanes (k0 = lane, step 32; the warp's sums
+// then come out of reduce_scatter16), or serial in each lane (step 1), a warp-uniform (broadcast
+// loads) and b the lane's own columns. Unrolled 4 steps deep: their loads are in flight together.
 template <int TM, int TN, typename acc_t, typename A, typename Bf>
-__device__ __forceinline__ void lanes_over_k(int64_t len, int lane, const A& a, const Bf& b, acc_t (&acc)[TM][TN]) {
+__device__ __forceinline__ void tile_products(int64_t k0, int64_t k1, int64_t step, const A& a, const Bf& b,
+                                              acc_t (&acc)[TM][TN]) {
 #pragma unroll
   for (int i = 0; i < TM; ++i)
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
-  for (int64_t k = lane; k < len; k += 32) {
+#pragma unroll 4
+  for (int64_t k = k0; k < k1; k += step) {
     acc_t av[TM], bv[TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i) av[i] = a(i, k);
@@ -122,11 +126,7 @@ __device__ __forceinline__ void lanes_over_k(int64_t len, int lane, const A& a, 
   }
 }
 
-// The warp-wide sums of 16 values per lane, one per lane pair: lanes 2 t and 2 t + 1 return the sum
-// over all 32 lanes of v[t] (t = i TN + j of a TM x TN tile). A butterfly that halves what each
-// lane holds at every step (8 + 4 + 2 + 1 + 1 = 16 shuffles) instead of a full tree per value
-// (16 x 5 = 80). Fixed order: deterministic.
-// One step of it: lanes whose bit log2(W) + 1 is set keep v[W, 2W), the others v[0, W), each adding
+// One step of reduce_scatter16: lanes whose bit log2(W) + 1 is set keep v[W, 2W), the others v[0, W), each adding
 // its partner's copy of the half it keeps. W a template argument: every index of v is a constant,
 // so v stays in registers (a loop over W put it in local memory).
 template <int W, typename acc_t>
@@ -140,6 +140,10 @@ __device__ __forceinline__ void butterfly_step(acc_t (&v)[16], int lane) {
   }
 }
 
+// The warp-wide sums of 16 values per lane, one per lane pair: lanes 2 t and 2 t + 1 return the sum
+// over all 32 lanes of v[t] (t = i TN + j of a TM x TN tile). A butterfly that halves what each
+// lane holds at every step (8 + 4 + 2 + 1 + 1 = 16 shuffles) instead of a full tree per value
+// (16 x 5 = 80). Fixed order: deterministic.
 template <typename acc_t, int TM, int TN>
 __device__ __forceinline__ acc_t reduce_scatter16(const acc_t (&acc)[TM][TN], int lane) {
   static_assert(TM * TN == 16, "one sum per lane pair");
@@ -153,29 +157,6 @@ __device__ __forceinline__ acc_t reduce_scatter16(const acc_t (&acc)[TM][TN], in
   butterfly_step<2>(v, lane);
   butterfly_step<1>(v, lane);  // lane offset 2: v[0] holds value (lane >> 1), summed over 16 lanes
   return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
-}
-
-// acc[i][j] = sum over k in [k0, k1) of a(i, k) * b(j, k), serially in each lane (fixed order);
-// a is warp-uniform (broadcast loads), b the lane's own column (j-th of the lane's TN). Unrolled
-// 4 steps deep: the loads of 4 steps are in flight together (a warp's steps are serial).
-template <int TM, int TN, typename acc_t, typename A, typename Bf>
-__device__ __forceinline__ void serial_k(int64_t k0, int64_t k1, const A& a, const Bf& b, acc_t (&acc)[TM][TN]) {
-#pragma unroll
-  for (int i = 0; i < TM; ++i)
-#pragma unroll
-    for (int j = 0; j < TN; ++j) acc[i][j] = 0;
-#pragma unroll 4
-  for (int64_t k = k0; k < k1; ++k) {
-    acc_t av[TM], bv[TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i) av[i] = a(i, k);
-#pragma unroll
-    for (int j = 0; j < TN; ++j) bv[j] = b(j, k);
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-      for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
-  }
 }
 
 // Forward 1. h[j, r] = b1[r] + s[j] . W1[r]; act[j, r] = act(h[j, r]). Warp: 2 r x 8 rows (r tile
@@ -195,8 +176,8 @@ __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, a
 #pragma unroll
   for (int q = 0; q < kHidR; ++q) wrow[q] = a.w1 + clamp_row(r0 + q, a.R) * a.C;
   acc_t acc[kHidJ][kHidR];
-  lanes_over_k(
-      a.C, lane, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; }, acc);
+  tile_products(
+      lane, a.C, 32, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; }, acc);
   const acc_t sum = reduce_scatter16(acc, lane);
   const int t = lane >> 1;
   const int64_t j = j0 + t / kHidR, r = r0 + t % kHidR;
@@ -225,8 +206,8 @@ __global__ void __launch_bounds__(kThreads) logits_kernel(FcGateArgs<acc_t> a, c
   for (int q = 0; q < kLogC; ++q) wrow[q] = a.w2 + clamp_row(c0 + q, a.C) * a.R;
   const int64_t second = a.R * a.B;
   acc_t acc[kLogB][kLogC];
-  lanes_over_k(
-      a.R, lane, [&](int i, int64_t r) { return a.n == 2 ? arow[i][r] + arow[i][second + r] : arow[i][r]; },
+  tile_products(
+      lane, a.R, 32, [&](int i, int64_t r) { return a.n == 2 ? arow[i][r] + arow[i][second + r] : arow[i][r]; },
       [&](int q, int64_t r) { return wrow[q][r]; }, acc);
   const acc_t sum = reduce_scatter16(acc, lane);
   const int t = lane >> 1;
@@ -261,8 +242,8 @@ __global__ void __launch_bounds__(kThreads) dr_parts_kernel(FcGateArgs<acc_t> a,
 #pragma unroll
   for (int q = 0; q < kDrR; ++q) wcol[q] = a.w2 + c0 * a.R + clamp_row(r_base + 32 * q, a.R);
   acc_t acc[kDrB][kDrR];
-  serial_k(
-      0, len, [&](int i, int64_t k) { return __shfl_sync(0xffffffffu, mine[i], static_cast<int>(k)); },
+  tile_products(
+      0, len, 1, [&](int i, int64_t k) { return __shfl_sync(0xffffffffu, mine[i], static_cast<int>(k)); },
       [&](int q, int64_t k) { return wcol[q][k * a.R]; }, acc);
 #pragma unroll
   for (int i = 0; i < kDrB; ++i)
@@ -326,12 +307,12 @@ __device__ __forceinline__ void weight_grad_tile(int64_t t, int lane, int64_t M,
   const int64_t m0 = (t / col_tiles) * TM, tile_col0 = (t % col_tiles) * kCols, col0 = tile_col0 + lane;
   acc_t acc[TM][TN];
   if (m0 + TM <= M && tile_col0 + kCols <= N)  // warp-uniform
-    serial_k(
-        0, K, [&](int i, int64_t k) { return P[k * ldp + m0 + i]; },
+    tile_products(
+        0, K, 1, [&](int i, int64_t k) { return P[k * ldp + m0 + i]; },
         [&](int q, int64_t k) { return Q[k * ldq + col0 + 32 * q]; }, acc);
   else
-    serial_k(
-        0, K, [&](int i, int64_t k) { return P[k * ldp + clamp_row(m0 + i, M)]; },
+    tile_products(
+        0, K, 1, [&](int i, int64_t k) { return P[k * ldp + clamp_row(m0 + i, M)]; },
         [&](int q, int64_t k) { return Q[k * ldq + clamp_row(col0 + 32 * q, N)]; }, acc);
 #pragma unroll
   for (int i = 0; i < TM; ++i)
