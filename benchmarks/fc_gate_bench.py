@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import sys
@@ -105,6 +104,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not torch.cuda.is_available():
         print("fc_gate_bench: needs a CUDA GPU (the gate's CUDA kernels cannot run here)", file=sys.stderr)
         return 2
+    from attnfused.bench.report import metadata
     from attnfused.bench.timing import time_ms
     from attnfused.kernels.extension import CUDA
 
@@ -118,9 +118,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(_table(rows))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                "command": " ".join(sys.argv)}
+        meta = metadata(device, None)  # the bench's: device, date, torch / Triton / driver versions
+        meta["command"] = " ".join([os.path.basename(sys.executable), *sys.argv])
         with open(os.path.join(args.out, "fc_gate.json"), "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
         with open(os.path.join(args.out, "fc_gate.csv"), "w", newline="") as f:

@@ -5,9 +5,9 @@
 #
 # For a GPU machine without network access that already has torch + triton (DESIGN.md §8), so the
 # install uses --no-build-isolation --no-deps. Environment knobs:
-#   STEPS        which steps, in order (default "install tests bench fc_gate"). A device command is
-#                capped at 10 minutes: run "install tests" and "install fc_gate bench" as two calls
-#                into one OUT_DIR.
+#   STEPS        which steps, in order (default "install tests bench fc_gate summary"). A device
+#                command is capped at 10 minutes: run "install tests" and "install fc_gate bench
+#                summary" as two calls into one OUT_DIR.
 #   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, compile default
 #                mode, bf16 end to end, everything stopped after BENCH_MINUTES, default 6)
 #   TEST_ARGS    extra arguments for pytest
@@ -16,6 +16,8 @@
 #                first run and spread over the CPU cores; 0 or 1: one process)
 # fc_gate: the "fc" channel gate alone, csrc/cuda/fc_gate.cu against F.linear (cuBLAS) + aten's
 # elementwise ops, forward and backward at batch 32 and 128 (benchmarks/fc_gate_bench.py, seconds).
+# summary: OUT_DIR/summary.md, the README's tables from every bench JSON in OUT_DIR
+# (python -m attnfused.bench.summary; no GPU needed, so it can also be rerun afterwards).
 # Optional steps (not in the default list), the cuda provider's micro rows again with one of its
 # kernels off, to time one against the other:
 #   cuda_scalar    16-byte paths off (ATTNFUSED_CUDA_VECTORS=0), tag "cuda-scalar";
@@ -51,7 +53,7 @@ step() {  # step NAME COMMAND...: run, log, record the exit code
 }
 
 BENCH_ARGS=${BENCH_ARGS:---batch 32 --compile-modes default --e2e-precision bf16-autocast --e2e-impls eager attnfused compile}
-for s in ${STEPS:-install tests bench fc_gate}; do
+for s in ${STEPS:-install tests bench fc_gate summary}; do
   case $s in
     install) step install env MAX_JOBS=16 pip install --no-build-isolation --no-deps -v -e . ;;
     # shellcheck disable=SC2086
@@ -63,6 +65,7 @@ for s in ${STEPS:-install tests bench fc_gate}; do
     # shellcheck disable=SC2086
     bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
     fc_gate) step fc_gate python benchmarks/fc_gate_bench.py --out "$OUT_DIR" ;;
+    summary) step summary python -m attnfused.bench.summary "$OUT_DIR" --out "$OUT_DIR/summary.md" ;;
     cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 python -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-scalar --providers cuda --compile-modes --no-e2e --no-traffic --max-minutes "${BENCH_MINUTES:-3}" ;;
     cuda_cudnn) step cuda_cudnn env ATTNFUSED_CUDA_GATE_CONV=0 python -m attnfused.bench --out "$OUT_DIR" \

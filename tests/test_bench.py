@@ -54,3 +54,33 @@ def test_e2e_resnet50_places_one_block_per_bottleneck():
                    (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer)
     with torch.no_grad(), attnfused.use_backend("reference"):
         assert resnet50_with("cbam").eval()(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_summary_renders_committed_results_and_failures(tmp_path, capsys):
+    """attnfused.bench.summary (the README's tables from a run's JSON) on the committed CPU run:
+    the numbers the README quotes come out as stored; a failed row shows its error; no results: rc 2."""
+    from pathlib import Path
+
+    from attnfused.bench import summary
+
+    run = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "cpu-2026-12-01"
+    text = summary.summarize(run)
+    assert "**CPU (x86_64)**, 2026-12-01" in text and "float32, nchw, batch 8" in text
+    assert "| se_avg | 256x56x56 | 1.761 | 1.726 | 1.761 |" in text and "| 2.68 / 2.72 / 55 |" in text
+    data = json.loads(next(run.glob("*.json")).read_text())
+    rows = [r for r in data["micro"] if r["block"] == "eca" and r["channels"] == 2048]
+    rows[-1] = {**rows[-1], "ms": None, "speedup_vs_eager": None, "error": "RuntimeError: no kernel"}
+    e2e = json.loads(next((run / "e2e").glob("*.json")).read_text())["e2e"][:2]
+    (tmp_path / "run.json").write_text(json.dumps({"meta": data["meta"], "micro": rows, "e2e": e2e}))
+    text = summary.summarize(tmp_path)
+    assert "failed: RuntimeError" in text and text.count("\n| eca |") == 1
+    assert "| plain | eager | train | fp32 | 8 |" in text
+    assert summary.main([str(tmp_path), "--out", str(tmp_path / "summary.md")]) == 0
+    assert (tmp_path / "summary.md").read_text() == text
+    gate = {"B": 32, "n": 2, "C": 2048, "R": 128, "fwd_macs": 1, "bwd_macs": 1, "max_abs_diff": 3e-7,
+            "fc_gate_fwd_ms": 0.0123, "aten_fwd_ms": 0.0456, "fc_gate_bwd_ms": 0.0234, "aten_bwd_ms": 0.0567}
+    (tmp_path / "fc_gate.json").write_text(json.dumps({"meta": {"date": "2026-12-02T00:00:00+00:00"}, "rows": [gate]}))
+    assert "| 32 | 2 | 2048 | 128 | 0.0123 | 0.0456 | 0.0234 | 0.0567 | 3.0e-07 |" in summary.summarize(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert summary.main([str(tmp_path / "empty")]) == 2
+    assert "no bench results" in capsys.readouterr().err
