@@ -22,20 +22,24 @@
 //     axis warp-uniform (broadcast loads).
 // In the SASS for sm_90 (benchmarks/sass_loops.py), the hot loops issue 1.9-2.7 instructions per
 // FFMA (interior tiles; edge tiles 2.8-3.7). The previous kernels here (one output per lane or
-// warp, dz recomputed per multiply-add) issued 3.8-15, and gave dr's sum over all C channels to only cdiv(R, 32) cdiv(B, 4) CTAs, one serial
-// loop each (32 CTAs at batch 32); dr now sums chunks of 32 channels in parallel, into partials
-// that a third launch adds up in chunk order.
+// warp, dz recomputed per multiply-add) issued 3.8-15, and gave dr's sum over all C channels to
+// only cdiv(R, 32) cdiv(B, 4) CTAs, one serial loop each (32 CTAs at batch 32); dr now sums chunks
+// of 32 channels in parallel, into partials that a third launch adds up in chunk order. Where a
+// tile's sum is long (h over C, the weight gradients over the batch, ds over R), the 8 warps of a
+// CTA split it into 8 slices, added in slice order through shared memory: more warps in flight
+// and shorter chains of dependent loads at small batches, the same instructions.
 //
-//   forward   1. h, act(h)        warp: 2 r x 8 rows, lanes over c
+//   forward   1. h, act(h)        CTA: 2 r x 8 rows, warps over slices of c, lanes within
 //             2. z, ca            warp: 4 c x 4 samples, lanes over r
 //   backward  1. dr partials, dz  warp: 4 samples x 128 r, serial over a chunk of 32 c; dz of the
 //                                 chunk computed once per lane and passed by shuffles
 //             2. dr, dh, afold    thread per (b, r): the partials summed in chunk order
-//             3. dW2, db2 | dW1, db1 | ds   one grid, three jobs of serial sums, each warp a
-//                                 4 x 128 (dW2) or 4 x 64 (dW1, ds) tile
+//             3. dW2, db2 | dW1, db1 | ds   one grid, three jobs; CTA tiles of 4 x 128 (dW2) or
+//                                 4 x 64 (dW1, ds), warps over slices of the sum, serial in a lane
 // Rows past a tile's edge are clamped to the last real one (their sums are computed and dropped)
 // so the loops have no bounds checks. Every sum runs in a fixed order (serial loops, fixed shuffle
-// trees, chunks added in order), so results are deterministic and independent of the schedule.
+// trees, slices and chunks added in order), so results are deterministic and independent of the
+// schedule.
 // ``ATTNFUSED_CUDA_FC_GATE=0`` (attnfused/kernels/extension.py) sends the gate back to F.linear
 // and aten's elementwise ops, to time the two against each other. Not timed on a GPU yet.
 #include "../entry.h"
@@ -126,6 +130,22 @@ __device__ __forceinline__ void tile_products(int64_t k0, int64_t k1, int64_t st
   }
 }
 
+// Slice ``s`` of ``kWarps`` of [0, len): where a CTA's warps split one tile's sum (contiguous,
+// fixed: the partials are added in slice order).
+__device__ __forceinline__ int64_t slice_begin(int64_t len, int s) { return len * s / kWarps; }
+
+// Grid size for kernels whose CTAs loop over ``tiles`` (any count fits the grid). The emulator's
+// build (the tests) caps it at 3 CTAs, so that each CTA runs the loop, and the barrier that ends
+// each turn, many times per launch.
+inline unsigned blocks_for_tiles(int64_t tiles) {
+#ifdef ATTNFUSED_CUDA_EMU
+  constexpr int64_t kMaxBlocks = 3;
+#else
+  constexpr int64_t kMaxBlocks = int64_t{1} << 30;
+#endif
+  return static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, kMaxBlocks));
+}
+
 // One step of reduce_scatter16: lanes whose bit log2(W) + 1 is set keep v[W, 2W), the others v[0, W), each adding
 // its partner's copy of the half it keeps. W a template argument: every index of v is a constant,
 // so v stays in registers (a loop over W put it in local memory).
@@ -159,32 +179,46 @@ __device__ __forceinline__ acc_t reduce_scatter16(const acc_t (&acc)[TM][TN], in
   return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
-// Forward 1. h[j, r] = b1[r] + s[j] . W1[r]; act[j, r] = act(h[j, r]). Warp: 2 r x 8 rows (r tile
-// fastest, so a CTA's warps share their rows of s in L1); W1 is read once per 8 rows.
+// Forward 1. h[j, r] = b1[r] + s[j] . W1[r]; act[j, r] = act(h[j, r]). A CTA per tile of 2 r x 8
+// rows (W1 is read once per 8 rows); its 8 warps take 8 slices of C, lanes splitting each, and the
+// slices' sums meet in shared memory: 8x the warps of one warp per tile, and 1/8 of its chain of
+// dependent loads (at batch 32, SE: 2048 warps of 8 steps, not 256 of 64).
 constexpr int kHidR = 2, kHidJ = 8;
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, acc_t* h, acc_t* act) {
-  const int64_t J = a.n * a.B, r_tiles = cdiv(a.R, kHidR);
-  const int64_t w = warp_index();
-  const int lane = threadIdx.x % 32;
-  if (w >= r_tiles * cdiv(J, kHidJ)) return;
-  const int64_t r0 = (w % r_tiles) * kHidR, j0 = (w / r_tiles) * kHidJ;
-  const acc_t* srow[kHidJ];
-  const acc_t* wrow[kHidR];
+  __shared__ acc_t part[kWarps][kHidR * kHidJ];
+  const int64_t J = a.n * a.B, r_tiles = cdiv(a.R, kHidR), tiles = r_tiles * cdiv(J, kHidJ);
+  const int slice = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t c0 = slice_begin(a.C, slice), c1 = slice_begin(a.C, slice + 1);
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // CTA-uniform
+    const int64_t r0 = (tile % r_tiles) * kHidR, j0 = (tile / r_tiles) * kHidJ;
+    const acc_t* srow[kHidJ];
+    const acc_t* wrow[kHidR];
 #pragma unroll
-  for (int i = 0; i < kHidJ; ++i) srow[i] = a.s + clamp_row(j0 + i, J) * a.C;
+    for (int i = 0; i < kHidJ; ++i) srow[i] = a.s + clamp_row(j0 + i, J) * a.C;
 #pragma unroll
-  for (int q = 0; q < kHidR; ++q) wrow[q] = a.w1 + clamp_row(r0 + q, a.R) * a.C;
-  acc_t acc[kHidJ][kHidR];
-  tile_products(
-      lane, a.C, 32, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; }, acc);
-  const acc_t sum = reduce_scatter16(acc, lane);
-  const int t = lane >> 1;
-  const int64_t j = j0 + t / kHidR, r = r0 + t % kHidR;
-  if ((lane & 1) == 0 && j < J && r < a.R) {  // one lane of the pair writes
-    const acc_t v = sum + (a.b1 ? a.b1[r] : acc_t(0));
-    h[j * a.R + r] = v;
-    act[j * a.R + r] = act_fn(v, a.act);
+    for (int q = 0; q < kHidR; ++q) wrow[q] = a.w1 + clamp_row(r0 + q, a.R) * a.C;
+    acc_t acc[kHidJ][kHidR];
+    tile_products(
+        c0 + lane, c1, 32, [&](int i, int64_t c) { return srow[i][c]; }, [&](int q, int64_t c) { return wrow[q][c]; },
+        acc);
+    const acc_t sum = reduce_scatter16(acc, lane);
+    if ((lane & 1) == 0) part[slice][lane >> 1] = sum;
+    __syncthreads();
+    if (threadIdx.x < kHidR * kHidJ) {
+      const int t = threadIdx.x;
+      acc_t v = a.b1 ? a.b1[clamp_row(r0 + t % kHidR, a.R)] : acc_t(0);
+      for (int w = 0; w < kWarps; ++w) v += part[w][t];
+      const int64_t j = j0 + t / kHidR, r = r0 + t % kHidR;
+      if (j < J && r < a.R) {
+        h[j * a.R + r] = v;
+        act[j * a.R + r] = act_fn(v, a.act);
+      }
+    }
+    // part is rewritten by the next tile. The emulator's tests cannot catch this barrier's absence:
+    // its scheduler advances all warps in lockstep between collectives, so no warp gets a tile
+    // ahead (the weight gradients' twin of it, which has no shuffle in between, they do catch).
+    __syncthreads();
   }
 }
 
@@ -279,72 +313,95 @@ __global__ void __launch_bounds__(kThreads) hidden_grad_kernel(FcGateArgs<acc_t>
 //   dW1[r, c] = sum_j dh[j, r] s[j, c],     db1[r] = sum_j dh[j, r]     warp: 4 r x 64 c
 //   ds[j, c]  = sum_r dh[j, r] W1[r, c]                                 warp: 4 rows x 64 c
 // The tile's first axis is warp-uniform (broadcast loads), the second lanes + 32 q (coalesced).
-// Tile sizes: dW1 sums over all n B rows (256 for CBAM at batch 128) and ds over R, serially, so
-// their tiles are smaller than dW2's, for more warps in flight: at C = 2048, R = 128 the grid has
-// ~2K warps at batch 32 and ~3.5K at batch 128, with 0.75-0.5 loads per multiply-add.
-constexpr int kTileM = 4;             // warp-uniform rows per tile (all three jobs)
+// Tile sizes: dW1 sums over all n B rows (256 for CBAM at batch 128) and ds over R, so their tiles
+// are smaller than dW2's, for more CTAs: at C = 2048, R = 128 the grid has ~2K tiles (16K warps) at
+// batch 32 and ~3.5K at batch 128, with 0.75-0.5 loads per multiply-add.
+constexpr int kTileM = 4;                    // warp-uniform rows per tile (all three jobs)
 constexpr int kW2N = 4, kW1N = 2, kDsN = 2;  // columns per lane
 
-struct WeightGradWarps {
+struct WeightGradTiles {
   int64_t w2, w1, ds;
 };
-__host__ __device__ inline WeightGradWarps weight_grad_warps(int64_t B, int64_t n, int64_t C, int64_t R) {
+__host__ __device__ inline WeightGradTiles weight_grad_tiles(int64_t B, int64_t n, int64_t C, int64_t R) {
   return {cdiv(C, kTileM) * cdiv(R, 32 * kW2N), cdiv(R, kTileM) * cdiv(C, 32 * kW1N),
           cdiv(n * B, kTileM) * cdiv(C, 32 * kDsN)};
 }
 
+// The CTA's partial sums: [warp (slice of k)][tile element][lane], and the biases' row sums.
+template <typename acc_t>
+struct WeightGradScratch {
+  acc_t part[kWarps][kTileM * kW2N][32];
+  acc_t rows[kWarps][kTileM];
+};
+
 // out[m, col] (m < M, col < N, row-major N) = sum over k < K of P[k ldp + m] Q[k ldq + col] for
-// the warp's tile t (column tile fastest); ``rowsum[m]`` = scale sum_k P[k ldp + m] from the first
-// column tile (the biases' gradients), skipped when null. A tile inside the matrix (all but the
-// edges') indexes its rows and columns at fixed offsets from one base, which ptxas folds into the
-// loads' immediates; an edge tile clamps each index.
+// tile t (column tile fastest), by the whole CTA: warp w sums slice w of k, serially per lane, and
+// the slices are added in order through shared memory (8x the warps of one warp per tile, 1/8 of
+// its chain of dependent loads: ds sums over all R = 128 rows of W1). ``rowsum[m]`` = scale
+// sum_k P[k ldp + m] from the first column tile (the biases' gradients), skipped when null. A tile
+// inside the matrix (all but the edges') indexes its rows and columns at fixed offsets from one
+// base, which ptxas folds into the loads' immediates; an edge tile clamps each index.
 template <int TM, int TN, typename acc_t>
-__device__ __forceinline__ void weight_grad_tile(int64_t t, int lane, int64_t M, int64_t N, int64_t K, const acc_t* P,
+__device__ __forceinline__ void weight_grad_tile(int64_t t, int64_t M, int64_t N, int64_t K, const acc_t* P,
                                                  int64_t ldp, const acc_t* Q, int64_t ldq, acc_t* out, acc_t* rowsum,
-                                                 acc_t rowsum_scale) {
+                                                 acc_t rowsum_scale, WeightGradScratch<acc_t>& sh) {
+  static_assert(TM == kTileM && TM * TN <= kTileM * kW2N, "scratch sized for these tiles");
   constexpr int kCols = 32 * TN;
+  const int slice = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t col_tiles = cdiv(N, kCols);
   const int64_t m0 = (t / col_tiles) * TM, tile_col0 = (t % col_tiles) * kCols, col0 = tile_col0 + lane;
+  const int64_t k0 = slice_begin(K, slice), k1 = slice_begin(K, slice + 1);
+  const bool sums = rowsum && tile_col0 == 0;
   acc_t acc[TM][TN];
-  if (m0 + TM <= M && tile_col0 + kCols <= N)  // warp-uniform
+  if (m0 + TM <= M && tile_col0 + kCols <= N)  // CTA-uniform
     tile_products(
-        0, K, 1, [&](int i, int64_t k) { return P[k * ldp + m0 + i]; },
+        k0, k1, 1, [&](int i, int64_t k) { return P[k * ldp + m0 + i]; },
         [&](int q, int64_t k) { return Q[k * ldq + col0 + 32 * q]; }, acc);
   else
     tile_products(
-        0, K, 1, [&](int i, int64_t k) { return P[k * ldp + clamp_row(m0 + i, M)]; },
+        k0, k1, 1, [&](int i, int64_t k) { return P[k * ldp + clamp_row(m0 + i, M)]; },
         [&](int q, int64_t k) { return Q[k * ldq + clamp_row(col0 + 32 * q, N)]; }, acc);
 #pragma unroll
   for (int i = 0; i < TM; ++i)
 #pragma unroll
-    for (int q = 0; q < TN; ++q)
-      if (m0 + i < M && col0 + 32 * q < N) out[(m0 + i) * N + col0 + 32 * q] = acc[i][q];
-  if (rowsum && tile_col0 == 0 && lane < TM && m0 + lane < M) {
+    for (int q = 0; q < TN; ++q) sh.part[slice][i * TN + q][lane] = acc[i][q];
+  if (sums && lane < TM) {
     acc_t sum = 0;  // one lane per row, in k order
-    for (int64_t k = 0; k < K; ++k) sum += P[k * ldp + m0 + lane];
-    rowsum[m0 + lane] = sum * rowsum_scale;
+    for (int64_t k = k0; k < k1; ++k) sum += P[k * ldp + clamp_row(m0 + lane, M)];
+    sh.rows[slice][lane] = sum;
   }
+  __syncthreads();
+  for (int e = threadIdx.x; e < TM * TN * 32; e += kThreads) {
+    const int iq = e / 32, l = e % 32;
+    acc_t v = 0;
+    for (int w = 0; w < kWarps; ++w) v += sh.part[w][iq][l];
+    const int64_t m = m0 + iq / TN, col = tile_col0 + l + 32 * (iq % TN);
+    if (m < M && col < N) out[m * N + col] = v;
+  }
+  if (sums && threadIdx.x < TM && m0 + threadIdx.x < M) {
+    acc_t v = 0;
+    for (int w = 0; w < kWarps; ++w) v += sh.rows[w][threadIdx.x];
+    rowsum[m0 + threadIdx.x] = v * rowsum_scale;
+  }
+  __syncthreads();  // the scratch is rewritten by the CTA's next tile
 }
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(FcGateArgs<acc_t> a, FcGateGrads<acc_t> g) {
+  __shared__ WeightGradScratch<acc_t> sh;
   const int64_t J = a.n * a.B;
-  const WeightGradWarps nw = weight_grad_warps(a.B, a.n, a.C, a.R);
-  int64_t w = warp_index();
-  const int lane = threadIdx.x % 32;
-  if (w < nw.w2) {
-    weight_grad_tile<kTileM, kW2N>(w, lane, a.C, a.R, a.B, g.dz, a.C, g.afold, a.R, g.dw2, g.db2, static_cast<acc_t>(a.n));
-    return;
+  const WeightGradTiles nt = weight_grad_tiles(a.B, a.n, a.C, a.R);
+  for (int64_t t = blockIdx.x; t < nt.w2 + nt.w1 + nt.ds; t += gridDim.x) {  // CTA-uniform
+    if (t < nt.w2)
+      weight_grad_tile<kTileM, kW2N>(t, a.C, a.R, a.B, static_cast<const acc_t*>(g.dz), a.C, static_cast<const acc_t*>(g.afold),
+                                     a.R, g.dw2, g.db2, static_cast<acc_t>(a.n), sh);
+    else if (t < nt.w2 + nt.w1)
+      weight_grad_tile<kTileM, kW1N>(t - nt.w2, a.R, a.C, J, static_cast<const acc_t*>(g.dh), a.R, a.s, a.C, g.dw1, g.db1,
+                                     acc_t(1), sh);
+    else
+      weight_grad_tile<kTileM, kDsN>(t - nt.w2 - nt.w1, J, a.C, a.R, static_cast<const acc_t*>(g.dht), J, a.w1, a.C, g.ds,
+                                     static_cast<acc_t*>(nullptr), acc_t(1), sh);
   }
-  w -= nw.w2;
-  if (w < nw.w1) {
-    weight_grad_tile<kTileM, kW1N>(w, lane, a.R, a.C, J, static_cast<const acc_t*>(g.dh), a.R, a.s, a.C, g.dw1, g.db1, acc_t(1));
-    return;
-  }
-  w -= nw.w1;
-  if (w < nw.ds)
-    weight_grad_tile<kTileM, kDsN>(w, lane, J, a.C, a.R, static_cast<const acc_t*>(g.dht), J, a.w1, a.C, g.ds,
-                                   static_cast<acc_t*>(nullptr), acc_t(1));
 }
 
 }  // namespace
@@ -356,7 +413,7 @@ void fc_gate(const FcGateArgs<acc_t>& a, acc_t* h, acc_t* act, acc_t* z, acc_t* 
   auto st = static_cast<cudaStream_t>(stream);
   const int64_t J = a.n * a.B;
   if (J == 0) return;
-  launch_kernel(hidden_kernel<acc_t>, dim3(blocks_for_warps(cdiv(a.R, kHidR) * cdiv(J, kHidJ))), dim3(kThreads), 0,
+  launch_kernel(hidden_kernel<acc_t>, dim3(blocks_for_tiles(cdiv(a.R, kHidR) * cdiv(J, kHidJ))), dim3(kThreads), 0,
                 st, a, h, act);
   launch_kernel(logits_kernel<acc_t>, dim3(blocks_for_warps(cdiv(a.C, kLogC) * cdiv(a.B, kLogB))), dim3(kThreads), 0,
                 st, a, static_cast<const acc_t*>(act), z, ca);
@@ -372,8 +429,8 @@ void fc_gate_backward(const FcGateArgs<acc_t>& a, const FcGateGrads<acc_t>& g, v
                   st, a, g);
   }
   // With B = 0 the weight gradients are sums of nothing: the first two jobs write zeros.
-  const WeightGradWarps nw = weight_grad_warps(a.B, a.n, a.C, a.R);
-  launch_kernel(weight_grad_kernel<acc_t>, dim3(blocks_for_warps(nw.w2 + nw.w1 + nw.ds)), dim3(kThreads), 0, st, a, g);
+  const WeightGradTiles nt = weight_grad_tiles(a.B, a.n, a.C, a.R);
+  launch_kernel(weight_grad_kernel<acc_t>, dim3(blocks_for_tiles(nt.w2 + nt.w1 + nt.ds)), dim3(kThreads), 0, st, a, g);
 }
 
 template void fc_gate<float>(const FcGateArgs<float>&, float*, float*, float*, float*, void*);
