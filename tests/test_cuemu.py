@@ -70,7 +70,7 @@ def test_shuffle_and_vote_semantics():
 def test_block_sum_is_right_and_the_same_in_every_order():
     x = torch.randn(4, 1000, dtype=torch.float64).float()
     results = []
-    for order in ("forward", "reverse", "random"):
+    for order in ("forward", "reverse", "random", "warp_ahead"):
         cuemu.configure(0, order, seed=3)
         buf = torch.cat([x.flatten(), torch.zeros(4)])
         assert cuemu.selftest("block_sum", buf) is None
@@ -112,6 +112,21 @@ def test_missing_barrier_shows_as_a_schedule_difference():
         assert cuemu.selftest("missing_barrier", out) is None
         outs.append(out)
     assert not torch.equal(outs[0], outs[1])
+
+
+def test_warp_ahead_order_catches_a_missing_end_of_turn_barrier():
+    """The lockstep orders hold every warp at each shuffle, so a loop without a barrier at the end
+    of its turn still sums right in them; "warp_ahead" lets a warp run a turn ahead and shows it
+    (what the fc gate's CTA-tile loops rely on)."""
+    want = sum(10 * turn + w for turn in range(4) for w in range(4))
+    got = {}
+    for order in ("forward", "reverse", "random", "warp_ahead"):
+        cuemu.configure(0, order, seed=1)
+        out = torch.zeros(1)
+        assert cuemu.selftest("missing_turn_barrier", out) is None
+        got[order] = out.item()
+    assert got["forward"] == got["reverse"] == got["random"] == want, got
+    assert got["warp_ahead"] != want, got
 
 
 def test_unwritten_dynamic_shared_memory_reads_nan():
@@ -207,7 +222,7 @@ def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layou
     rtol, atol = TOL[dtype] if dtype != torch.bfloat16 else TOL[torch.float32]
     for device in DEVICES:
         runs = []
-        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)):
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2), ("warp_ahead", 0)):
             cuemu.configure(device, order, seed)
             runs.append(_all_passes(EMU, x, dy, t))
         for i, (got, want) in enumerate(zip(runs[0], expected)):
@@ -221,10 +236,10 @@ def test_kernels_are_right_and_schedule_independent_on_every_device(shape, layou
 
 def _same_under_every_schedule(check, what: str) -> None:
     """Run ``check`` (which asserts its results right and returns them) on every emulated device in
-    forward, reverse and random block/thread order; all runs must agree bit for bit."""
+    forward, reverse, random and warp-ahead block/thread order; all runs must agree bit for bit."""
     runs = []
     for device in DEVICES:
-        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1)):
+        for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("warp_ahead", 0)):
             cuemu.configure(device, order, seed)
             runs.append(check())
     for run in runs[1:]:

@@ -27,7 +27,7 @@ from attnfused.kernels.extension import CUDAExtensionProvider
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NAME = "attnfused_cuemu"
-ORDERS = {"forward": 0, "reverse": 1, "random": 2}
+ORDERS = {"forward": 0, "reverse": 1, "random": 2, "warp_ahead": 3}
 
 _lock = threading.Lock()
 _state: dict = {}

@@ -7,9 +7,10 @@
 // with a message, raised as a RuntimeError in Python) what real hardware would leave undefined:
 //   - each thread of a block is a fiber; blocks run one after another; the threads of a block
 //     interleave only at __syncthreads() and warp collectives (shuffles, votes, __syncwarp), in an
-//     order the tests can reverse or shuffle (cuemu_configure), so that a result which depends on
-//     the schedule (a missing barrier, a lane reading another lane's shared-memory write before a
-//     __syncwarp) shows up as a difference between schedules;
+//     order the tests can reverse or shuffle, or "warp ahead" (one warp at a time runs to its next
+//     barrier; cuemu_configure), so that a result which depends on the schedule (a missing
+//     barrier, a lane reading another lane's shared-memory write before a __syncwarp) shows up as
+//     a difference between schedules;
 //   - a warp collective must be reached by every lane its mask names, with the same mask and the
 //     same intrinsic, and may only read lanes in the mask; __syncthreads() must be reached by all
 //     threads of the block (none may have returned);

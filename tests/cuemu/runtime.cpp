@@ -46,7 +46,11 @@ constexpr Device kDevices[] = {
 };
 constexpr int kNumDevices = sizeof(kDevices) / sizeof(kDevices[0]);
 
-enum class Order : int { kForward = 0, kReverse = 1, kRandom = 2 };
+// kWarpAhead: within a block, the last warp runs first and as far as it can (its own collectives
+// completed at once) until every lane waits at a barrier or has returned, then the warp before it,
+// and so on. The other orders advance all warps in lockstep between collectives, so none of them
+// lets a warp get a whole turn of a loop ahead of the rest (a missing end-of-turn barrier).
+enum class Order : int { kForward = 0, kReverse = 1, kRandom = 2, kWarpAhead = 3 };
 
 struct Config {
   int device = 0;
@@ -395,10 +399,14 @@ std::string complete_warp_op(Launch& L, int warp_first, int warp_lanes, Thread& 
 
 // Complete whatever collectives can complete; false when none could (with L.error set when a
 // rule was broken or the block deadlocked).
-bool complete_collectives(Launch& L) {
+bool release_barrier(Launch& L);
+
+// Completes the pending collectives of warps [w0, w1): 1 if any was, 0 if none was pending, -1 on
+// an error (in L.error).
+int complete_warps(Launch& L, int w0, int w1) {
   const int n = static_cast<int>(L.threads.size());
-  bool progress = false;
-  for (int w = 0; w * 32 < n; ++w) {
+  int progress = 0;
+  for (int w = w0; w < w1 && w * 32 < n; ++w) {
     const int first = w * 32, lanes = std::min(32, n - first);
     unsigned handled = 0;
     for (int lane = 0; lane < lanes; ++lane) {
@@ -407,13 +415,25 @@ bool complete_collectives(Launch& L) {
       const std::string why = complete_warp_op(L, first, lanes, t);
       if (!why.empty()) {
         L.error = why + " (" + where(L, &t) + ")";
-        return false;
+        return -1;
       }
       handled |= t.mask;
-      progress = true;
+      progress = 1;
     }
   }
-  if (progress) return true;
+  return progress;
+}
+
+bool complete_collectives(Launch& L) {
+  const int progress = complete_warps(L, 0, INT32_MAX);
+  if (progress < 0) return false;
+  if (progress > 0) return true;
+  return release_barrier(L);
+}
+
+// Every thread that has not returned waits at a barrier: check they agree, and release them.
+bool release_barrier(Launch& L) {
+  const int n = static_cast<int>(L.threads.size());
   int at_barrier = 0, done = 0, kind = -1;
   const Thread* exited = nullptr;
   for (const Thread& t : L.threads) {
@@ -449,6 +469,32 @@ bool complete_collectives(Launch& L) {
   return true;
 }
 
+// Order::kWarpAhead (see there): each warp, last first, runs to a barrier or its end before the
+// next one starts; its collectives complete as soon as its lanes reach them.
+void run_block_warp_ahead(Launch& L) {
+  const int n = static_cast<int>(L.threads.size()), warps = (n + 31) / 32;
+  while (true) {
+    for (int w = warps - 1; w >= 0; --w) {
+      while (true) {
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i) {
+          Thread& t = L.threads[i];
+          if (t.state != State::kRunnable) continue;
+          L.current = &t;
+          ++g_stats.switches;
+          switch_context(L.scheduler, t.ctx);
+          L.current = nullptr;
+          if (!L.error.empty()) return;
+        }
+        const int progress = complete_warps(L, w, w + 1);
+        if (progress < 0) return;
+        if (progress == 0) break;
+      }
+    }
+    if (std::all_of(L.threads.begin(), L.threads.end(), [](const Thread& t) { return t.state == State::kDone; })) return;
+    if (!release_barrier(L)) return;
+  }
+}
+
 void run_block(Launch& L) {
   const int n = static_cast<int>(L.threads.size());
   const unsigned bx = L.block.x, by = L.block.y;
@@ -460,6 +506,10 @@ void run_block(Launch& L) {
     init_context(t.ctx, g_stacks[i]);
   }
   poison_dynamic_shared(L);
+  if (g_config.order == Order::kWarpAhead) {
+    run_block_warp_ahead(L);
+    return;
+  }
   std::vector<int> order(n);
   for (int i = 0; i < n; ++i) order[i] = g_config.order == Order::kReverse ? n - 1 - i : i;
   int done = 0;
@@ -676,9 +726,10 @@ const char* cudaGetErrorString(cudaError_t error) { return error == cudaSuccess 
 // ---- C entry points for the tests (ctypes).
 extern "C" {
 // device: which emulated GPU cudaGetDevice reports (its SM count shapes the launches); order: 0
-// forward, 1 reverse, 2 random (seeded) order of blocks and of threads between sync points.
+// forward, 1 reverse, 2 random (seeded) order of blocks and of threads between sync points, 3
+// warp-ahead (blocks forward; in a block, Order::kWarpAhead).
 int cuemu_configure(int device, int order, unsigned long long seed) {
-  if (device < 0 || device >= cuemu::detail::kNumDevices || order < 0 || order > 2) return -1;
+  if (device < 0 || device >= cuemu::detail::kNumDevices || order < 0 || order > 3) return -1;
   std::lock_guard<std::mutex> lock(cuemu::detail::g_mutex);
   cuemu::detail::g_config = {device, static_cast<cuemu::detail::Order>(order), seed};
   return 0;

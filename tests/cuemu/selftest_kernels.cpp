@@ -86,6 +86,24 @@ __global__ void missing_barrier(float* out) {
   out[blockIdx.x * 64 + threadIdx.x] = s[(threadIdx.x + 1) % 64];
 }
 
+// Four turns of a loop: each warp leaves a value per turn in shared memory after a shuffle, warp 0
+// adds them up after a barrier, and no barrier ends the turn. In lockstep the other warps are
+// held at the shuffle until warp 0 has read; a warp that runs ahead overwrites its slot first.
+__global__ void missing_turn_barrier(float* out) {
+  __shared__ float slot[4];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float total = 0;
+  for (int turn = 0; turn < 4; ++turn) {
+    const float v = __shfl_xor_sync(0xffffffffu, static_cast<float>(10 * turn + warp), 1);
+    if (lane == 0) slot[warp] = v;
+    __syncthreads();
+    if (warp == 0 && lane == 0)
+      for (int w = 0; w < 4; ++w) total += slot[w];
+    // (missing: __syncthreads() before the next turn rewrites the slots)
+  }
+  if (threadIdx.x == 0) out[0] = total;
+}
+
 __global__ void unwritten_dynamic_shared(float* out) {
   float* dyn = static_cast<float*>(::cuemu::detail::dynamic_shared());
   if (threadIdx.x == 0) dyn[0] = 1.0f;
@@ -125,6 +143,10 @@ const std::map<std::string, Case>& cases() {
       // out: 4 blocks x 64
       {"missing_barrier", [](void* p) {
          cuemu::launch_kernel(missing_barrier, dim3(4), dim3(64), 0, nullptr, static_cast<float*>(p));
+       }},
+      // out: 1, the sum over turns and warps of 10 turn + warp when every turn is read before rewritten
+      {"missing_turn_barrier", [](void* p) {
+         cuemu::launch_kernel(missing_turn_barrier, dim3(1), dim3(128), 0, nullptr, static_cast<float*>(p));
        }},
       // out: 64
       {"unwritten_dynamic_shared", [](void* p) {
