@@ -215,9 +215,8 @@ __global__ void __launch_bounds__(kThreads) hidden_kernel(FcGateArgs<acc_t> a, a
         act[j * a.R + r] = act_fn(v, a.act);
       }
     }
-    // part is rewritten by the next tile. The emulator's tests cannot catch this barrier's absence:
-    // its scheduler advances all warps in lockstep between collectives, so no warp gets a tile
-    // ahead (the weight gradients' twin of it, which has no shuffle in between, they do catch).
+    // part is rewritten by the next tile (the emulator's warp-ahead schedule shows this barrier's
+    // absence; its lockstep ones cannot, the next tile's shuffles holding every warp back).
     __syncthreads();
   }
 }
