@@ -469,6 +469,17 @@ bool release_barrier(Launch& L) {
   return true;
 }
 
+// Runs thread ``t`` of the block to its next barrier, collective or return if it is runnable;
+// false when it failed a check (the reason in L.error).
+bool step_thread(Launch& L, Thread& t) {
+  if (t.state != State::kRunnable) return true;
+  L.current = &t;
+  ++g_stats.switches;
+  switch_context(L.scheduler, t.ctx);
+  L.current = nullptr;
+  return L.error.empty();
+}
+
 // Order::kWarpAhead (see there): each warp, last first, runs to a barrier or its end before the
 // next one starts; its collectives complete as soon as its lanes reach them.
 void run_block_warp_ahead(Launch& L) {
@@ -476,15 +487,8 @@ void run_block_warp_ahead(Launch& L) {
   while (true) {
     for (int w = warps - 1; w >= 0; --w) {
       while (true) {
-        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i) {
-          Thread& t = L.threads[i];
-          if (t.state != State::kRunnable) continue;
-          L.current = &t;
-          ++g_stats.switches;
-          switch_context(L.scheduler, t.ctx);
-          L.current = nullptr;
-          if (!L.error.empty()) return;
-        }
+        for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+          if (!step_thread(L, L.threads[i])) return;
         const int progress = complete_warps(L, w, w + 1);
         if (progress < 0) return;
         if (progress == 0) break;
@@ -517,13 +521,9 @@ void run_block(Launch& L) {
     if (g_config.order == Order::kRandom) std::shuffle(order.begin(), order.end(), L.rng);
     for (int i : order) {
       Thread& t = L.threads[i];
-      if (t.state != State::kRunnable) continue;
-      L.current = &t;
-      ++g_stats.switches;
-      switch_context(L.scheduler, t.ctx);
-      L.current = nullptr;
-      if (!L.error.empty()) return;
-      if (t.state == State::kDone) ++done;
+      const bool ran = t.state == State::kRunnable;
+      if (!step_thread(L, t)) return;
+      if (ran && t.state == State::kDone) ++done;
     }
     if (done == n) return;
     if (!complete_collectives(L)) return;
