@@ -397,10 +397,6 @@ std::string complete_warp_op(Launch& L, int warp_first, int warp_lanes, Thread& 
   return "";
 }
 
-// Complete whatever collectives can complete; false when none could (with L.error set when a
-// rule was broken or the block deadlocked).
-bool release_barrier(Launch& L);
-
 // Completes the pending collectives of warps [w0, w1): 1 if any was, 0 if none was pending, -1 on
 // an error (in L.error).
 int complete_warps(Launch& L, int w0, int w1) {
@@ -422,13 +418,6 @@ int complete_warps(Launch& L, int w0, int w1) {
     }
   }
   return progress;
-}
-
-bool complete_collectives(Launch& L) {
-  const int progress = complete_warps(L, 0, INT32_MAX);
-  if (progress < 0) return false;
-  if (progress > 0) return true;
-  return release_barrier(L);
 }
 
 // Every thread that has not returned waits at a barrier: check they agree, and release them.
@@ -467,6 +456,15 @@ bool release_barrier(Launch& L) {
     t.result = static_cast<uint64_t>(result);
   }
   return true;
+}
+
+// Completes whatever warp collectives can complete or, when none can, releases the barrier every
+// thread waits at; false on an error (L.error set: a rule broken, or the block deadlocked).
+bool complete_collectives(Launch& L) {
+  const int progress = complete_warps(L, 0, INT32_MAX);
+  if (progress < 0) return false;
+  if (progress > 0) return true;
+  return release_barrier(L);
 }
 
 // Runs thread ``t`` of the block to its next barrier, collective or return if it is runnable;
