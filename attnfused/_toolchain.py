@@ -14,6 +14,15 @@ import subprocess
 from typing import Optional
 
 
+# The nvcc flags csrc/cuda/*.cu get in the extension build (torch.utils.cpp_extension's for an
+# extension, plus setup.py's), for compiling one of them alone the same way: tests/test_cuda_codegen.py
+# (ptxas reports, PTX) and benchmarks/sass_loops.py (SASS).
+NVCC_KERNEL_FLAGS = (
+    "-std=c++20", "-O3", "-DATTNFUSED_WITH_CUDA", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
+    "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+)
+
+
 def _is_cuda_home(path: Optional[str]) -> bool:
     return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
         os.path.join(path, "include", "cuda_runtime_api.h")

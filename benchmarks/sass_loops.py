@@ -26,9 +26,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The build's nvcc flags for the kernels (as tests/test_cuda_codegen.py has them).
-FLAGS = ["-std=c++20", "-O3", "-DATTNFUSED_WITH_CUDA", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
-         "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
 
 
 def loops(sass: str, min_fma: int) -> dict[str, list[tuple[int, int, collections.Counter]]]:
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from attnfused._toolchain import cuda_build_problem
+    from attnfused._toolchain import NVCC_KERNEL_FLAGS, cuda_build_problem
 
     home, why_not = cuda_build_problem(torch.version.cuda)
     if home is None:
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "k.cubin")
-        subprocess.run([os.path.join(home, "bin", "nvcc"), *FLAGS, f"-arch={args.arch}", "-cubin", "-o", cubin,
+        subprocess.run([os.path.join(home, "bin", "nvcc"), *NVCC_KERNEL_FLAGS, f"-arch={args.arch}", "-cubin", "-o", cubin,
                         str(ROOT / "csrc" / "cuda" / f"{args.source}.cu")], check=True)
         sass = subprocess.run([args.cuobjdump, "-sass", cubin], check=True, capture_output=True, text=True).stdout
     for name, found in loops(sass, args.min_fma).items():

@@ -24,13 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnfused._toolchain import cuda_build_problem
+from attnfused._toolchain import NVCC_KERNEL_FLAGS, cuda_build_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
-# torch.utils.cpp_extension's nvcc flags for an extension, plus setup.py's
-FLAGS = ["-std=c++20", "-O3", "-DATTNFUSED_WITH_CUDA", "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__",
-         "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
 
 
 def _nvcc() -> str:
@@ -53,7 +50,7 @@ def _compile_all(arch: str, tmp: Path, what: str) -> dict[str, str]:
     procs = {}
     for src in SOURCES:
         out = tmp / f"{src.stem}.{arch}.{what}"
-        cmd = [nvcc, *FLAGS, f"-arch={arch}", f"-{what}", "-o", str(out), str(src)]
+        cmd = [nvcc, *NVCC_KERNEL_FLAGS, f"-arch={arch}", f"-{what}", "-o", str(out), str(src)]
         if what == "cubin":
             cmd[1:1] = ["-Xptxas", "-v"]
         procs[src.name] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out)
