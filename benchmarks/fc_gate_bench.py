@@ -88,15 +88,6 @@ def run(provider, device: torch.device, shapes: list[tuple[int, int, int, int]],
     return rows
 
 
-def _table(rows: list[dict]) -> str:
-    head = f"{'B':>4} {'n':>2} {'C':>5} {'R':>4} | {'fwd ours':>9} {'fwd aten':>9} | {'bwd ours':>9} {'bwd aten':>9} | {'max diff':>9}"
-    lines = [head, "-" * len(head)]
-    for x in rows:
-        lines.append(f"{x['B']:>4} {x['n']:>2} {x['C']:>5} {x['R']:>4} | {x['fc_gate_fwd_ms']:>9.4f} {x['aten_fwd_ms']:>9.4f} | "
-                     f"{x['fc_gate_bwd_ms']:>9.4f} {x['aten_bwd_ms']:>9.4f} | {x['max_abs_diff']:>9.2e}")
-    return "\n".join(lines)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="folder for fc_gate.json / fc_gate.csv (default: print only)")
@@ -105,6 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("fc_gate_bench: needs a CUDA GPU (the gate's CUDA kernels cannot run here)", file=sys.stderr)
         return 2
     from attnfused.bench.report import metadata
+    from attnfused.bench.summary import fc_gate_table
     from attnfused.bench.timing import time_ms
     from attnfused.kernels.extension import CUDA
 
@@ -115,7 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = torch.device("cuda")
     rows = run(CUDA, device, SHAPES, lambda fn: time_ms(fn, device))
     print(f"fc gate alone on {torch.cuda.get_device_name()}, torch {torch.__version__}, fp32, ms (median, do_bench)")
-    print(_table(rows))
+    print(fc_gate_table(rows))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         meta = metadata(device, None)  # the bench's: device, date, torch / Triton / driver versions
