@@ -127,8 +127,9 @@ FC_GATE_CASES = [
     (5, 1, 300, 40, "silu", "sigmoid", True, False),
     (6, 2, 64, 4, "relu", "hard_sigmoid", False, True),
     (0, 1, 16, 4, "relu", "sigmoid", True, True),
-    # several tiles on every axis, each with a partial edge: 2 r tiles of 128 (dr), 3 c tiles of
-    # 128 and 9 chunks of 32 channels, 3 sample tiles of 4 and 3 row tiles of 8
+    # several tiles on every axis of fc_gate.cu's kernels, the last one partial: 2 r tiles of 128
+    # (dr, dW2), 5 c tiles of 64 (dW1, ds) and 9 chunks of 32 channels (dr), 3 sample tiles of 4
+    # (dr, z) and 3 row tiles of 8 (h)
     (9, 2, 260, 130, "relu", "sigmoid", True, True),
 ]
 
