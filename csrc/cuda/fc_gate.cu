@@ -89,13 +89,6 @@ __device__ __forceinline__ acc_t dz_of(const FcGateArgs<acc_t>& a, const acc_t* 
   return z[i] > acc_t(-3) && z[i] < acc_t(3) ? dca[i] / acc_t(6) : acc_t(0);
 }
 
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
 __device__ __forceinline__ int64_t clamp_row(int64_t i, int64_t n) { return i < n ? i : n - 1; }
 
 // The thread's warp, counted over the grid (whole warps past a kernel's count leave together).
