@@ -128,6 +128,11 @@ def attention(
     Max pooling sends gradients to the first maximal element (``adaptive_max_pool2d``,
     ``torch.max``), the family's rule. In training a spatial BatchNorm uses batch statistics and
     updates ``bn_mean`` / ``bn_var`` in place, as ``F.batch_norm`` does.
+
+    Weights of another float dtype than ``x`` (fp32 weights, bf16 ``x`` without autocast, which
+    eager refuses and the fused op takes): each gate runs in its first weight's dtype, on the pooled
+    statistics cast to it, and the gate is cast to ``x``'s dtype for the rescale. With one dtype
+    throughout, every cast is a no-op.
     """
     b, c = x.shape[:2]
     if channel is not None:
@@ -137,14 +142,20 @@ def attention(
             stats = [0.5 * (avg + mx)]
         else:
             stats = {"avg": [avg], "max": [mx], "avgmax": [avg, mx]}[channel.pool]
-        z = sum(_family_logits(s, channel, w1, b1, w2, b2) for s in stats)
-        x = x * _gate_fn(z, channel.gate_fn).view(b, c, 1, 1)
+        wd = w1.dtype
+        w2, b1, b2 = (_to(t, wd) for t in (w2, b1, b2))
+        z = sum(_family_logits(s.to(wd), channel, w1, b1, w2, b2) for s in stats)
+        x = x * _gate_fn(z, channel.gate_fn).to(x.dtype).view(b, c, 1, 1)
     if spatial is not None:
         m, mean = x.max(dim=1, keepdim=True)[0], x.mean(dim=1, keepdim=True)
         maps = {"max_mean": lambda: torch.cat((m, mean), 1), "mean_max": lambda: torch.cat((mean, m), 1),
                 "half_sum": lambda: 0.5 * (mean + m)}[spatial.maps]()
-        z = F.conv2d(maps, sw, sb, padding=(sw.shape[-1] - 1) // 2)
+        z = F.conv2d(maps.to(sw.dtype), sw, _to(sb, sw.dtype), padding=(sw.shape[-1] - 1) // 2)
         if spatial.norm:
             z = F.batch_norm(z, bn_mean, bn_var, bn_weight, bn_bias, bn_train or bn_mean is None, bn_momentum, bn_eps)
-        x = x * _gate_fn(z, spatial.gate_fn)
+        x = x * _gate_fn(z, spatial.gate_fn).to(x.dtype)
     return x
+
+
+def _to(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    return t if t is None or t.dtype == dtype else t.to(dtype)

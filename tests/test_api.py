@@ -38,6 +38,15 @@ def test_bad_constructor_arguments_raise_value_error(build, arg):
         build()
 
 
+def test_numpy_numbers_are_taken_as_the_source_takes_them():
+    np = pytest.importorskip("numpy")
+    for gamma, b in ((np.float32(2), np.int64(1)), (np.float64(2.0), np.float32(1))):
+        assert attnfused.ECABlock(64, gamma=gamma, b=b).conv.weight.shape == attnfused.ECABlock(64).conv.weight.shape
+    assert attnfused.SEBlock("avg", np.int64(8), np.int32(2)).fc_layers[0].weight.shape == (4, 8)
+    with pytest.raises(ValueError, match="gamma"):
+        attnfused.ECABlock(8, gamma=np.float32("nan"))
+
+
 def test_state_dict_keys_match_the_source_layout():
     assert list(attnfused.SEBlock("avg", 8, 2).state_dict()) == ["fc_layers.0.weight", "fc_layers.2.weight"]
     assert list(attnfused.ECABlock(8).state_dict()) == ["conv.weight"]

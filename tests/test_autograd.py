@@ -184,3 +184,37 @@ def test_spatial_batchnorm_in_training_refuses_a_single_value():
     for shape in ((1, 4, 1, 1), (0, 4, 3, 3)):
         with pytest.raises(ValueError, match="more than 1 value"):
             AF.attention(torch.zeros(shape, dtype=torch.float64, device=DEVICE), **kwargs)
+
+
+# -- second derivatives ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["se_avg", "eca", "cbam_fc"])
+@pytest.mark.parametrize("dy_needs_grad", [True, False])
+def test_double_backward_raises_instead_of_a_wrong_answer(case, dy_needs_grad, provider):
+    """The fused backward has no derivative: differentiating its gradients (a gradient penalty)
+    must raise, towards x and towards a weight, whether or not dy itself depends on them; the
+    first derivatives under create_graph=True are the plain ones. Before, this gave zeros."""
+    fn, args = CASES[case](_x("nchw"))
+    x, w = (a.detach().requires_grad_(True) for a in args[:2])
+    rest = args[2:]
+    c = _r(2, 4, 3, 5, seed=5)
+    with attnfused.use_backend(provider):
+        plain = torch.autograd.grad((fn(x, w, *rest) * c).sum(), (x, w))
+        y = fn(x, w, *rest)
+        loss = (y ** 2).sum() if dy_needs_grad else (y * c).sum()
+        g = torch.autograd.grad(loss, (x, w), create_graph=True)
+        if not dy_needs_grad:
+            for a, b in zip(g, plain):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for target in (x, w):
+            with pytest.raises(RuntimeError, match="use_backend\\('reference'\\)"):
+                torch.autograd.grad(g[0].pow(2).sum() + g[1].pow(2).sum(), target, retain_graph=True)
+
+
+def test_the_reference_backend_gives_second_derivatives():
+    """What the error above points to: the eager spec, differentiable twice (gradgradcheck)."""
+    fn, args = CASES["cbam_fc"](_x("nchw", shape=(2, 4, 2, 3)))
+    args = tuple(a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+    with attnfused.use_backend("reference"):
+        assert torch.autograd.gradgradcheck(fn, args, eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -177,6 +177,30 @@ def test_weights_in_another_dtype_than_x(provider):
     torch.testing.assert_close(y.detach(), y_ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block", ["se_avg", "eca", "cbam_fc", "cbam_conv"])
+def test_reference_takes_weights_in_another_dtype_too(block, provider):
+    """The README's "weights may have another float dtype than x" holds for the reference backend
+    (the eager spec, auto's fallback without a fused provider) as for the fused one: eager PyTorch
+    itself refuses fp32 weights with bf16 x outside autocast."""
+    m = make_block(block, 6, torch.float32)
+    x = make_input((2, 6, 4, 5), torch.float32, "nchw", seed=2).to(torch.bfloat16)
+    out = {}
+    for backend in ("reference", provider):
+        xb = x.detach().clone().requires_grad_(True)
+        m.zero_grad()
+        with attnfused.use_backend(backend):
+            y = m(xb)
+            y.float().sum().backward()
+        assert y.dtype == xb.grad.dtype == torch.bfloat16
+        out[backend] = (y.float(), xb.grad.float(), [p.grad.clone() for p in m.parameters()])
+    (y0, dx0, g0), (y1, dx1, g1) = out["reference"], out[provider]
+    torch.testing.assert_close(y1, y0, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(dx1, dx0, rtol=3e-2, atol=3e-2)
+    for a, b in zip(g1, g0):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
+
+
 def test_autocast(provider):
     """Under autocast the block sees low-precision x and fp32 weights; gates stay in fp32."""
     half = torch.bfloat16

@@ -218,12 +218,16 @@ def _terms(b: int, c: int, p: int, which: str) -> dict:
         terms["davg"] = r(b, c)
     if which == "cbam_backward":
         terms.update(da=r(b, p), dm=r(b, p), amc=idx(c, b, p), davg=r(b, c), dmax=r(b, c), amp=idx(p, b, c))
+    if which == "se_max_backward":  # argmaxes also at a row's first and last element (unaligned head, tail)
+        amp = idx(p, b, c)
+        amp[:, 0::3], amp[:, 1::3] = 0, p - 1
+        terms.update(dmax=r(b, c), amp=amp)
     return terms
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype, shape", [(torch.float32, (3, 37, 139, 211)), (torch.bfloat16, (5, 61, 139, 211))])
-@pytest.mark.parametrize("which", ["forward_ca", "forward_ca_sa", "se_backward", "cbam_backward"])
+@pytest.mark.parametrize("which", ["forward_ca", "forward_ca_sa", "se_backward", "se_max_backward", "cbam_backward"])
 def test_pointwise_streaming_stores_match_plain_stores(which, dtype, shape, layout):
     """Outputs of >= 8 MiB leave through streaming stores (csrc/cpu/common.h, kStreamBytes), each
     sample's (< 8 MiB) through plain ones: both must write the same bits, odd row lengths and
@@ -249,6 +253,10 @@ def test_pointwise_streaming_stores_match_plain_stores(which, dtype, shape, layo
     assert whole.is_contiguous(memory_format=fmt)
     for s in range(b):
         assert torch.equal(whole[s:s + 1], run(slice(s, s + 1))), f"sample {s}"
+    if which == "se_max_backward":  # and both are right: dy ca + dmax at the argmax, one rounding
+        onehot = torch.zeros(b, c, h * w).scatter_(2, terms["amp"].long().unsqueeze(2), 1.0).view(shape)
+        want = a.float() * terms["ca"][:, :, None, None] + onehot * terms["dmax"][:, :, None, None]
+        assert torch.equal(whole, want.to(dtype))
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -37,7 +37,8 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """
     positive_int("channels", channels)
     for name, v in (("gamma", gamma), ("b", b)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        # numbers.Real: also numpy's scalars, which the source's arithmetic takes as well
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"{name} must be a finite number, got {v!r}")
     if gamma == 0:
         raise ValueError("gamma must be non-zero, got 0")

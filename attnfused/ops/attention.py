@@ -371,10 +371,42 @@ class AttnfusedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, *_unused):
         args, weights = _backward_args(ctx, dy)
-        dx, grads = _backward_body(*args)
-        return _input_grads(
+        twice = torch.is_grad_enabled()  # create_graph=True: the gradients would be differentiated
+        with torch.no_grad():
+            dx, grads = _backward_body(*args)
+        out = _input_grads(
             dx, (None if t is None else _weight_grad(grads.get(k), t) for k, t in zip(_GRAD_KEYS, weights))
         )
+        # What the gradients depend on and could be differentiated with respect to: _NotTwice's
+        # inputs, so that a second backward towards any of them reaches it.
+        sources = [t for t in (dy, args[1], *weights) if t is not None and t.requires_grad] if twice else []
+        return _NotTwice.apply(len(out), *out, *sources) if sources else out
+
+
+_TWICE_MESSAGE = (
+    "attnfused: a fused block's backward is not differentiable, so second derivatives through it "
+    "(create_graph=True, e.g. a gradient penalty) are not available; run the block with "
+    "attnfused.use_backend('reference') (the eager spec, fully differentiable) for that"
+)
+
+
+class _NotTwice(torch.autograd.Function):
+    """Passes the fused backward's gradients through; differentiating them raises.
+
+    The fused backward runs kernels with no derivative of their own: differentiated anyway, they
+    gave zeros or partial second derivatives without a word. Like ``once_differentiable``, but with
+    ``x`` and the weights as inputs too (``once_differentiable`` only sees ``dy``; the second
+    derivative also depends on them), and with a message saying what to do instead.
+    """
+
+    @staticmethod
+    def forward(ctx, n: int, *tensors):
+        """The first ``n`` of ``tensors`` (the gradients); the rest are only graph edges."""
+        return tuple(None if g is None else g.detach() for g in tensors[:n])  # same storage, not a view
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(_TWICE_MESSAGE)
 
 
 def attention(

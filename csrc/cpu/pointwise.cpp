@@ -69,12 +69,10 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
         if constexpr (kAvg) v += d;
         return v;
       };
-      store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(value(p)); });
-      if constexpr (kMax) {  // one element per row: recomputed with the same rounding, dmax added last
-        const int64_t q = t.amp[i];
-        if (stream) store_fence();  // the streamed line lands before this store to it
-        if (q >= 0 && q < P) ro[q] = static_cast<scalar_t>(value(q) + t.dmax[i]);
-      }
+      // The max's one element per row: the same value with dmax added last (eager's order).
+      const int64_t q = kMax ? t.amp[i] : -1;
+      const scalar_t at_q = kMax && q >= 0 && q < P ? static_cast<scalar_t>(value(q) + t.dmax[i]) : scalar_t();
+      store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(value(p)); }, q, at_q);
     });
     store_fence();
   });
