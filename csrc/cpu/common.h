@@ -119,6 +119,7 @@ inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Valu
     for (; k < head; ++k) o[k] = value(k);
     for (s0 = k; k + L <= n; k += L) {
       alignas(64) scalar_t line[L];
+#pragma GCC unroll 1
       for (int64_t l = 0; l < L; ++l) line[l] = value(k + l);
       if (static_cast<uint64_t>(q - k) < static_cast<uint64_t>(L)) line[q - k] = at_q;
       const __m128i* src = reinterpret_cast<const __m128i*>(line);
