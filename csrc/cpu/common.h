@@ -119,6 +119,9 @@ inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Valu
     for (; k < head; ++k) o[k] = value(k);
     for (s0 = k; k + L <= n; k += L) {
       alignas(64) scalar_t line[L];
+      // Left to the loop vectoriser (unroll 1): unrolled first, the 16 elements went to the
+      // straight-line vectoriser, which kept some bodies scalar (the channels_last max term's
+      // select: 4.6x a clone at 56^2, against 0.7x vectorised).
 #pragma GCC unroll 1
       for (int64_t l = 0; l < L; ++l) line[l] = value(k + l);
       if (static_cast<uint64_t>(q - k) < static_cast<uint64_t>(L)) line[q - k] = at_q;
