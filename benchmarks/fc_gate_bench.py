@@ -1,25 +1,27 @@
-"""The "fc" channel gate alone: ``csrc/cuda/fc_gate.cu`` against F.linear (cuBLAS) + aten's elementwise ops.
+"""The "fc" channel gate alone: attnfused's gate kernels against F.linear + aten's elementwise ops.
 
 Both sides run the same function, :func:`attnfused.ops._gates.channel_forward` / ``channel_backward``
 (what the block op calls), on a block's pooled statistics (``[n B, C]`` in, ``ca [B, C]`` out):
-once with the "cuda" provider's ``fc_gate`` hooks, once without (``kern=None``: F.linear and aten's
-elementwise ops). The block bench times the gate inside SE / CBAM-FC (``gpu_all.sh`` step
-``cuda_cublas``); this times it alone, in a few seconds of GPU time, at the shapes where it costs
-the most next to the block's passes over x: ResNet-50's last two stages (C = 1024, 2048, ratio
-16), batch 32 and 128, one statistic (SE) and two (CBAM). fp32, the accumulation dtype the gate
-runs in for every input dtype.
+once with the provider's ``fc_gate`` hooks, once without (``kern=None``: F.linear and aten's
+elementwise ops). On a GPU that is ``csrc/cuda/fc_gate.cu`` against cuBLAS, on CPU
+``csrc/cpu/fc_gate.cpp`` against MKL. The block bench times the gate inside SE / CBAM-FC
+(``gpu_all.sh`` step ``cuda_cublas``); this times it alone, in a few seconds, at the shapes where
+it costs the most next to the block's passes over x: ResNet-50's last two stages (C = 1024, 2048,
+ratio 16), batch 32 and 128 on a GPU, 8 and 32 on CPU, one statistic (SE) and two (CBAM). fp32,
+the accumulation dtype the gate runs in for every input dtype.
 
-Per row: median ms of forward and of backward (``triton.testing.do_bench``), the multiply-adds
-each direction does, and the largest difference between the two sides' outputs (a sanity check:
-the sums run in different orders).
+Per row: median ms of forward and of backward (``triton.testing.do_bench`` on a GPU, the bench's
+repeated timer on CPU), the multiply-adds each direction does, and the largest difference between
+the two sides' outputs (a sanity check: the sums run in different orders).
 
-Usage: ``python benchmarks/fc_gate_bench.py [--out DIR]`` (needs a CUDA GPU and the compiled
-extension; writes fc_gate.json / fc_gate.csv to DIR).
+Usage: ``python benchmarks/fc_gate_bench.py [--device cpu] [--batch B ...] [--out DIR]`` (needs the
+compiled extension, and for the default device a CUDA GPU; writes fc_gate.json / fc_gate.csv to DIR).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -31,8 +33,13 @@ import torch
 from attnfused.ops import _gates
 from attnfused.spec import ChannelSpec
 
-# (B, n, C, R): batch, stacked statistics (1: SE's avg, 2: CBAM's avg + max), channels, hidden width
-SHAPES = [(b, n, c, c // 16) for b in (32, 128) for n in (1, 2) for c in (1024, 2048)]
+
+def shapes(batches: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """(B, n, C, R): batch, stacked statistics (1: SE's avg, 2: CBAM's avg + max), channels, hidden width."""
+    return [(b, n, c, c // 16) for b in batches for n in (1, 2) for c in (1024, 2048)]
+
+
+DEFAULT_BATCHES = {"cuda": (32, 128), "cpu": (8, 32)}
 
 
 def _case(b: int, n: int, c: int, r: int, device: torch.device, dtype: torch.dtype = torch.float32):
@@ -74,6 +81,10 @@ def _flat(out) -> list[torch.Tensor]:
 def run(provider, device: torch.device, shapes: list[tuple[int, int, int, int]],
         timer: Callable[[Callable[[], object]], float]) -> list[dict]:
     """One row per shape: ``provider`` (with fc_gate hooks) against the aten path, timed by ``timer``."""
+    # The kernels at every shape: the block op hands the gate back to aten above the provider's
+    # fc_gate_max_rows (the "cpu" provider); this times both sides on either side of that bound.
+    provider = copy.copy(provider)
+    provider.fc_gate_max_rows = None
     rows = []
     for b, n, c, r in shapes:
         spec, avg, mx, w, dca = _case(b, n, c, r, device)
@@ -90,23 +101,32 @@ def run(provider, device: torch.device, shapes: list[tuple[int, int, int, int]],
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="where to run (default: cuda)")
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch sizes (default: 32 128 on cuda, 8 32 on cpu)")
     p.add_argument("--out", default=None, help="folder for fc_gate.json / fc_gate.csv (default: print only)")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("fc_gate_bench: needs a CUDA GPU (the gate's CUDA kernels cannot run here)", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("fc_gate_bench: needs a CUDA GPU (the gate's CUDA kernels cannot run here; --device cpu times "
+              "the CPU kernels)", file=sys.stderr)
         return 2
     from attnfused.bench.report import metadata
     from attnfused.bench.summary import fc_gate_table
-    from attnfused.bench.timing import time_ms
-    from attnfused.kernels.extension import CUDA
+    from attnfused.bench.timing import keep_freed_memory, time_ms
+    from attnfused.kernels.extension import CPU, CUDA
 
-    why = CUDA.available()
-    if why is not None or getattr(CUDA, "fc_gate", None) is None:
-        print(f"fc_gate_bench: the cuda provider's fc gate is not available ({why or 'ATTNFUSED_CUDA_FC_GATE=0'})", file=sys.stderr)
+    provider = CUDA if args.device == "cuda" else CPU
+    why = provider.available()
+    if why is not None or getattr(provider, "fc_gate", None) is None:
+        switch = f"ATTNFUSED_{args.device.upper()}_FC_GATE=0"
+        print(f"fc_gate_bench: the {args.device} provider's fc gate is not available ({why or switch})", file=sys.stderr)
         return 2
-    device = torch.device("cuda")
-    rows = run(CUDA, device, SHAPES, lambda fn: time_ms(fn, device))
-    print(f"fc gate alone on {torch.cuda.get_device_name()}, torch {torch.__version__}, fp32, ms (median, do_bench)")
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the block bench (attnfused.bench.timing)
+    rows = run(provider, device, shapes(tuple(args.batch or DEFAULT_BATCHES[args.device])), lambda fn: time_ms(fn, device))
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"fc gate alone on {where}, torch {torch.__version__}, fp32, ms (median)")
     print(fc_gate_table(rows))
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -72,6 +72,17 @@ template <typename acc_t> void gate_conv(const GateConvArgs<acc_t>& args, acc_t*
 template <typename acc_t>
 void gate_conv_backward(const GateConvArgs<acc_t>& args, const acc_t* dz, acc_t* din, acc_t* dweight, acc_t* dbias);
 
+// The "fc" channel gate (csrc/cpu/fc_gate.cpp; FcGateArgs above): h = s W1^T + b1 [n B, R]; then
+// afold = sum over the stacked statistics of act(h) [B, R] and z = afold W2^T + n b2 [B, C], and
+// for the hard sigmoid ca = gate_fn(z) (the sigmoid is the caller's: aten's vectorised exp).
+// ``sig_h`` = sigmoid(h) for silu (the caller's too), else unused.
+template <typename acc_t> void fc_hidden(const FcGateArgs<acc_t>& args, acc_t* h);
+template <typename acc_t>
+void fc_logits(const FcGateArgs<acc_t>& args, const acc_t* h, const acc_t* sig_h, acc_t* afold, acc_t* z, acc_t* ca);
+// Its backward: FcGateGrads' afold, dh and dz are scratch, dht and parts unused.
+template <typename acc_t>
+void fc_gate_backward(const FcGateArgs<acc_t>& args, const FcGateGrads<acc_t>& grads, const acc_t* sig_h);
+
 // CBAM's spatial stage forward, one sample at a time (csrc/cpu/spatial_stage.cpp): pool over C of
 // x*ca (``pool``: B = all samples, outputs [B, P]), the maps, the conv (``conv``, in = maps), the
 // gate, the scale (``scale``, t.sa = ``sa``). Each sample's passes run back to back on one core,

@@ -390,8 +390,9 @@ std::tuple<Tensor, Tensor, Tensor> gate_conv_backward_op(const Tensor& dz, const
   });
 }
 
-// The "fc" channel gate (csrc/cuda/fc_gate.cu): CUDA only; the "cpu" provider keeps aten's GEMMs
-// (attnfused/ops/_gates.py). ``s`` [n B, C] and the weights in the accumulation dtype.
+// The "fc" channel gate: csrc/cuda/fc_gate.cu for CUDA tensors, csrc/cpu/fc_gate.cpp for CPU ones
+// (the emulator's build: its CUDA kernels for CPU tensors). ``s`` [n B, C] and the weights in the
+// accumulation dtype.
 template <typename acc_t>
 FcGateArgs<acc_t> fc_gate_args(const Tensor& s, const Tensor& w1, const OptTensor& b1, const Tensor& w2,
                                const OptTensor& b2, int64_t n, int64_t act, int64_t gate) {
@@ -421,17 +422,38 @@ FcGateArgs<acc_t> fc_gate_args(const Tensor& s, const Tensor& w1, const OptTenso
   return a;
 }
 
+// Whether a call runs the CPU kernels (else the CUDA ones, or the emulator's on CPU tensors).
+bool fc_gate_on_cpu(const Tensor& s) {
+#ifdef ATTNFUSED_CUDA_EMU
+  (void)s;
+  return false;
+#else
+  return s.is_cpu();
+#endif
+}
+
 void check_fc_gate_device(const Tensor& s) {
   TORCH_CHECK(s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble,
               "attnfused: fc_gate takes float32 or float64 statistics, got ", s.scalar_type());
+  if (fc_gate_on_cpu(s)) return;
 #ifdef ATTNFUSED_CUDA_KERNELS
-  TORCH_CHECK(s.device().type() == kCudaKernelDevice, "attnfused: fc_gate has CUDA kernels only, got a tensor on ",
-              s.device(), " (the \"cpu\" provider runs the gate on aten)");
+  TORCH_CHECK(s.device().type() == kCudaKernelDevice || s.is_cpu(),
+              "attnfused: fc_gate runs on CPU and CUDA tensors, got a tensor on ", s.device());
 #else
-  TORCH_CHECK(false, "attnfused: fc_gate has CUDA kernels only and attnfused._C was built without them; got a tensor on ",
-              s.device());
+  TORCH_CHECK(false, "attnfused: fc_gate runs on CPU tensors, and attnfused._C was built without CUDA kernels; got a "
+              "tensor on ", s.device());
 #endif
 }
+
+#ifndef ATTNFUSED_CUDA_EMU
+// sigmoid(h) for silu (aten's vectorised exp; fc_gate.cpp has the exp-free steps), else undefined.
+Tensor fc_sigmoid_of_h(const Tensor& h, int act) { return act == kActSilu ? at::sigmoid(h) : Tensor(); }
+
+template <typename acc_t>
+const acc_t* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<acc_t>() : nullptr;
+}
+#endif
 
 // (ca [B, C], z [B, C], h [n B, R]).
 std::tuple<Tensor, Tensor, Tensor> fc_gate_op(const Tensor& s, const Tensor& w1, const OptTensor& b1, const Tensor& w2,
@@ -441,6 +463,16 @@ std::tuple<Tensor, Tensor, Tensor> fc_gate_op(const Tensor& s, const Tensor& w1,
     const auto a = fc_gate_args<scalar_t>(s, w1, b1, w2, b2, n, act, gate);
     Tensor h = at::empty({a.n * a.B, a.R}, s.options()), scratch = at::empty_like(h);
     Tensor z = at::empty({a.B, a.C}, s.options()), ca = at::empty_like(z);
+#ifndef ATTNFUSED_CUDA_EMU
+    if (fc_gate_on_cpu(s)) {  // scratch: the folded activations [B, R]
+      cpu::fc_hidden(a, h.data_ptr<scalar_t>());
+      const Tensor sig_h = fc_sigmoid_of_h(h, a.act);
+      cpu::fc_logits(a, h.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(sig_h), scratch.data_ptr<scalar_t>(),
+                     z.data_ptr<scalar_t>(), ca.data_ptr<scalar_t>());
+      if (a.gate == kGateSigmoid) at::sigmoid_out(ca, z);
+      return std::make_tuple(ca, z, h);
+    }
+#endif
 #ifdef ATTNFUSED_CUDA_KERNELS
     CudaLaunch launch(s);
     cuda::fc_gate(a, h.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
@@ -467,23 +499,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
                   "and device, got ", t->sizes());
     auto opts = s.options();
     Tensor afold = at::empty({a.B, a.R}, opts), dh = at::empty({a.n * a.B, a.R}, opts), ds = at::empty_like(s);
+    Tensor dz = at::empty({a.B, a.C}, opts), dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
+    Tensor db1 = at::empty({want_b1 ? a.R : 0}, opts), db2 = at::empty({want_b2 ? a.C : 0}, opts);
+    FcGateGrads<scalar_t> g{};
+    g.dca = dca.data_ptr<scalar_t>(); g.z = z.data_ptr<scalar_t>(); g.ca = ca.data_ptr<scalar_t>();
+    g.h = h.data_ptr<scalar_t>(); g.afold = afold.data_ptr<scalar_t>(); g.dh = dh.data_ptr<scalar_t>();
+    g.dz = dz.data_ptr<scalar_t>(); g.ds = ds.data_ptr<scalar_t>();
+    g.dw1 = dw1.data_ptr<scalar_t>(); g.dw2 = dw2.data_ptr<scalar_t>();
+    g.db1 = want_b1 ? db1.data_ptr<scalar_t>() : nullptr;
+    g.db2 = want_b2 ? db2.data_ptr<scalar_t>() : nullptr;
+#ifndef ATTNFUSED_CUDA_EMU
+    if (fc_gate_on_cpu(s)) {
+      cpu::fc_gate_backward(a, g, ptr_or_null<scalar_t>(fc_sigmoid_of_h(h, a.act)));
+      return std::make_tuple(ds, dw1, db1, dw2, db2);
+    }
+#endif
 #ifdef ATTNFUSED_CUDA_KERNELS
     const int64_t chunks = cuda::fc_gate_chunks(a.C);
 #else
     const int64_t chunks = 0;  // unreachable: check_fc_gate_device refused the call above
 #endif
     TORCH_CHECK(chunks * a.B * a.R < (int64_t{1} << 36), "attnfused: fc_gate_backward's inputs are too large for one launch");
-    Tensor dht = at::empty({a.R, a.n * a.B}, opts), dz = at::empty({a.B, a.C}, opts);
-    Tensor parts = at::empty({chunks, a.B, a.R}, opts);
-    Tensor dw1 = at::empty_like(w1), dw2 = at::empty_like(w2);
-    Tensor db1 = at::empty({want_b1 ? a.R : 0}, opts), db2 = at::empty({want_b2 ? a.C : 0}, opts);
-    FcGateGrads<scalar_t> g{};
-    g.dca = dca.data_ptr<scalar_t>(); g.z = z.data_ptr<scalar_t>(); g.ca = ca.data_ptr<scalar_t>();
-    g.h = h.data_ptr<scalar_t>(); g.afold = afold.data_ptr<scalar_t>(); g.dh = dh.data_ptr<scalar_t>();
-    g.dht = dht.data_ptr<scalar_t>(); g.dz = dz.data_ptr<scalar_t>(); g.parts = parts.data_ptr<scalar_t>();
-    g.ds = ds.data_ptr<scalar_t>(); g.dw1 = dw1.data_ptr<scalar_t>(); g.dw2 = dw2.data_ptr<scalar_t>();
-    g.db1 = want_b1 ? db1.data_ptr<scalar_t>() : nullptr;
-    g.db2 = want_b2 ? db2.data_ptr<scalar_t>() : nullptr;
+    Tensor dht = at::empty({a.R, a.n * a.B}, opts), parts = at::empty({chunks, a.B, a.R}, opts);
+    g.dht = dht.data_ptr<scalar_t>(); g.parts = parts.data_ptr<scalar_t>();
 #ifdef ATTNFUSED_CUDA_KERNELS
     CudaLaunch launch(s);
     cuda::fc_gate_backward(a, g, launch.stream);
@@ -556,7 +594,7 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   m.def("gate_conv(Tensor maps, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor");
   m.def("gate_conv_backward(Tensor dz, Tensor maps, Tensor weight, int ph, int pw, bool want_bias) "
         "-> (Tensor, Tensor, Tensor)");
-  // The "fc" channel gate (CUDA kernels only): act 0 relu, 1 silu; gate 0 sigmoid, 1 hard sigmoid.
+  // The "fc" channel gate: act 0 relu, 1 silu; gate 0 sigmoid, 1 hard sigmoid.
   m.def("fc_gate(Tensor s, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, int n, int act, int gate) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("fc_gate_backward(Tensor dca, Tensor s, Tensor z, Tensor ca, Tensor h, Tensor w1, Tensor w2, int n, "
@@ -576,7 +614,7 @@ TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
   m.impl("pointwise", &attnfused::pointwise_op);
   m.impl("gate_conv", &attnfused::gate_conv_op);
   m.impl("gate_conv_backward", &attnfused::gate_conv_backward_op);
-  m.impl("fc_gate", &attnfused::fc_gate_op);  // CPU tensors: an error, but in the emulator's build
+  m.impl("fc_gate", &attnfused::fc_gate_op);
   m.impl("fc_gate_backward", &attnfused::fc_gate_backward_op);
 #ifndef ATTNFUSED_CUDA_EMU
   m.impl("spatial_stage", &attnfused::spatial_stage_op);

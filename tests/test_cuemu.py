@@ -26,7 +26,10 @@ from test_traffic import BLOCKS as TRAFFIC_BLOCKS, BUDGET as TRAFFIC_BUDGET
 from test_traffic import _block as traffic_block, _input as traffic_input
 from helpers import TOL, assert_close, assert_close_but_max_ties, make_block, make_input, max_tie_mask, run_fwd_bwd
 from attnfused.kernels.extension import CPU
-from test_extension import FC_GATE_CASES, GATE_CONV_CASES, check_fc_gate, check_gate_conv, fc_gate_case_id, gate_conv_case_id
+from test_extension import (
+    FC_GATE_CASES, GATE_CONV_CASES, check_fc_gate, check_fc_gate_refuses_bad_arguments, check_gate_conv, fc_gate_case_id,
+    gate_conv_case_id,
+)
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the real kernels (tests/test_gpu.py)")
 
@@ -288,22 +291,7 @@ def test_fc_gate_bench_compares_the_two_paths():
 
 
 def test_fc_gate_refuses_bad_arguments():
-    """Shapes, dtypes and codes the kernels do not take raise a clear error (never a launch)."""
-    ops = torch.ops.attnfused_cuemu
-    s, w1, w2 = torch.randn(4, 8), torch.randn(2, 8), torch.randn(8, 2)
-    with pytest.raises(RuntimeError, match="s \\[n B, C\\], w1 \\[R, C\\] and w2 \\[C, R\\]"):
-        ops.fc_gate(s, w1, None, torch.randn(8, 3), None, 1, 0, 0)
-    with pytest.raises(RuntimeError, match="must be 1 or 2"):
-        ops.fc_gate(s, w1, None, w2, None, 3, 0, 0)
-    with pytest.raises(RuntimeError, match="act must be"):
-        ops.fc_gate(s, w1, None, w2, None, 1, 2, 0)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        ops.fc_gate(s.half(), w1.half(), None, w2.half(), None, 1, 0, 0)
-    with pytest.raises(RuntimeError, match="b1 must be contiguous with 2 elements"):
-        ops.fc_gate(s, w1, torch.randn(3), w2, None, 1, 0, 0)
-    ca, z, h = ops.fc_gate(s, w1, None, w2, None, 2, 0, 0)
-    with pytest.raises(RuntimeError, match="h must be contiguous \\[4, 2\\]"):
-        ops.fc_gate_backward(ca, s, z, ca, h[:2], w1, w2, 2, False, False, 0, 0)
+    check_fc_gate_refuses_bad_arguments(torch.ops.attnfused_cuemu)
 
 
 def _launches_of(fn, template_args: bool = False) -> dict[str, int]:

@@ -118,8 +118,10 @@ def check_gate_conv(gate_ops, dtype: torch.dtype, case: tuple, device: str = "cp
 
 
 # (B, n stacked statistics, C, R, act, gate_fn, bias1, bias2): R above and below a warp, C not a
-# multiple of 32, C = R = 1, an empty batch (zero weight gradients). The "cuda" provider's kernels
-# only: tests/test_cuemu.py (emulated) and tests/test_gpu.py.
+# multiple of 32, C = R = 1, an empty batch (zero weight gradients). For the "cpu" provider's kernels
+# (csrc/cpu/fc_gate.cpp) here, the "cuda" provider's in tests/test_cuemu.py (emulated) and
+# tests/test_gpu.py. On CPU, sums shorter than a vector (R = 5: z's), whole vectors only (96 x 32:
+# every column strip full), and a tail of each kind (260 x 130).
 FC_GATE_CASES = [
     (3, 1, 37, 5, "relu", "sigmoid", False, False),
     (2, 2, 70, 33, "relu", "sigmoid", True, True),
@@ -131,6 +133,7 @@ FC_GATE_CASES = [
     # (dr, dW2), 5 c tiles of 64 (dW1, ds) and 9 chunks of 32 channels (dr), 3 sample tiles of 4
     # (dr, z) and 3 row tiles of 8 (h)
     (9, 2, 260, 130, "relu", "sigmoid", True, True),
+    (5, 2, 96, 32, "silu", "sigmoid", True, True),
 ]
 
 
@@ -298,35 +301,93 @@ def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca,
 @_needs_ext
 @pytest.mark.parametrize(
     "var, hooks",
-    [("ATTNFUSED_CUDA_GATE_CONV", ("gate_conv", "gate_conv_backward")), ("ATTNFUSED_CUDA_FC_GATE", ("fc_gate", "fc_gate_backward"))],
+    [
+        ("ATTNFUSED_CUDA_GATE_CONV", ("CUDA.gate_conv", "CUDA.gate_conv_backward")),
+        ("ATTNFUSED_CUDA_FC_GATE", ("CUDA.fc_gate", "CUDA.fc_gate_backward")),
+        ("ATTNFUSED_CPU_FC_GATE", ("CPU.fc_gate", "CPU.fc_gate_backward")),
+    ],
 )
-def test_cuda_gate_kernel_switches(var, hooks):
-    """The cuda provider's gates use its own kernels unless ``var=0`` (read at import), which hands
-    them back to the libraries (F.conv*d, F.linear); the other switch's hooks and the cpu
-    provider's own convolutions stay as they are."""
+def test_gate_kernel_switches(var, hooks):
+    """The providers' gates use their own kernels unless ``var=0`` (read at import), which hands
+    them back to the libraries (F.conv*d, F.linear); the other switches' hooks stay as they are."""
     import subprocess
     import sys
 
-    code = (
-        "from attnfused.kernels.extension import CPU, CUDA\n"
-        "print(*(getattr(CUDA, h) is None for h in ('gate_conv', 'gate_conv_backward', 'fc_gate', 'fc_gate_backward')),"
-        " CPU.gate_conv is None, hasattr(CPU, 'fc_gate'))\n"
-    )
-    names = ("gate_conv", "gate_conv_backward", "fc_gate", "fc_gate_backward")
+    names = [f"{p}.{h}" for p in ("CUDA", "CPU") for h in ("gate_conv", "gate_conv_backward", "fc_gate", "fc_gate_backward")]
+    code = "from attnfused.kernels.extension import CPU, CUDA\nprint(" + ", ".join(f"{n} is None" for n in names) + ")\n"
     for value in ("0", "1"):
         env = dict(os.environ, **{var: value})
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-        want = [str(value == "0" and h in hooks) for h in names] + ["False", "False"]
-        assert out.returncode == 0 and out.stdout.split()[-6:] == want, out.stdout + out.stderr
+        want = [str(value == "0" and n in hooks) for n in names]
+        assert out.returncode == 0 and out.stdout.split()[-len(names):] == want, out.stdout + out.stderr
 
 
 @_needs_ext
-def test_fc_gate_op_says_it_has_cuda_kernels_only():
-    """The "fc" gate's op exists for the cuda provider alone; on CPU tensors it says so (the cpu
-    provider runs that gate on aten's GEMMs)."""
-    s, w1, w2 = torch.randn(2, 8), torch.randn(2, 8), torch.randn(8, 2)
-    with pytest.raises(RuntimeError, match="fc_gate has CUDA kernels only"):
-        torch.ops.attnfused_C.fc_gate(s, w1, None, w2, None, 1, 0, 0)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", FC_GATE_CASES, ids=fc_gate_case_id)
+def test_cpu_fc_gate_matches_autograd(case, dtype):
+    """csrc/cpu/fc_gate.cpp (the "cpu" provider's "fc" channel gate) against autograd through
+    F.linear, and bit for bit the same on one thread as on several: every sum runs in a fixed
+    order, whatever tile or thread an output falls to."""
+    from attnfused.kernels.extension import CPU
+
+    threads = torch.get_num_threads()
+    try:
+        many = check_fc_gate(CPU, dtype, case)
+        torch.set_num_threads(1)
+        one = check_fc_gate(CPU, dtype, case)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(many) == len(one) and all(torch.equal(a, b) for a, b in zip(many, one))
+
+
+@_needs_ext
+@pytest.mark.parametrize("batch", [32, 33], ids=["64-rows-own-kernels", "66-rows-mkl"])
+def test_cpu_fc_gate_hands_many_rows_to_mkl(batch, monkeypatch):
+    """CBAM-FC stacks 2 B rows into its gate: the "cpu" provider runs its own products up to
+    fc_gate_max_rows (64) and aten's (MKL) above; both paths match the reference."""
+    from attnfused.kernels.extension import CPU
+    from attnfused.ops import _gates
+    from helpers import assert_close, make_block, make_input, run_fwd_bwd
+
+    used = []
+    real = _gates._fused_fc_gate
+    monkeypatch.setattr(_gates, "_fused_fc_gate", lambda *a: used.append(real(*a) is not None) or real(*a))
+    m = make_block("cbam_fc", 16, torch.float32)
+    x = make_input((batch, 16, 3, 3), torch.float32, "nchw")
+    dy = make_input(x.shape, torch.float32, "nchw", seed=2)
+    got, want = run_fwd_bwd(m, x, "cpu", dy), run_fwd_bwd(m, x, "reference", dy)
+    assert CPU.fc_gate_max_rows == 64 and used == [batch <= 32] * 2  # forward, backward
+    assert_close(got[0], want[0], torch.float32, "y")
+    assert_close(got[1], want[1], torch.float32, "dx")
+    for k in want[2]:
+        assert_close(got[2][k], want[2][k], torch.float32, k)
+
+
+def check_fc_gate_refuses_bad_arguments(gate_ops) -> None:
+    """Shapes, dtypes and codes the "fc" gate's kernels do not take raise a clear error (never a
+    launch); ``gate_ops``: the extension's op namespace, or the emulator's."""
+    s, w1, w2 = torch.randn(4, 8), torch.randn(2, 8), torch.randn(8, 2)
+    with pytest.raises(RuntimeError, match="s \\[n B, C\\], w1 \\[R, C\\] and w2 \\[C, R\\]"):
+        gate_ops.fc_gate(s, w1, None, torch.randn(8, 3), None, 1, 0, 0)
+    with pytest.raises(RuntimeError, match="must be 1 or 2"):
+        gate_ops.fc_gate(s, w1, None, w2, None, 3, 0, 0)
+    with pytest.raises(RuntimeError, match="act must be"):
+        gate_ops.fc_gate(s, w1, None, w2, None, 1, 2, 0)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        gate_ops.fc_gate(s.half(), w1.half(), None, w2.half(), None, 1, 0, 0)
+    with pytest.raises(RuntimeError, match="b1 must be contiguous with 2 elements"):
+        gate_ops.fc_gate(s, w1, torch.randn(3), w2, None, 1, 0, 0)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        gate_ops.fc_gate(s, w1, None, w2.t().contiguous().t(), None, 1, 0, 0)
+    ca, z, h = gate_ops.fc_gate(s, w1, None, w2, None, 2, 0, 0)
+    with pytest.raises(RuntimeError, match="h must be contiguous \\[4, 2\\]"):
+        gate_ops.fc_gate_backward(ca, s, z, ca, h[:2], w1, w2, 2, False, False, 0, 0)
+
+
+@_needs_ext
+def test_fc_gate_refuses_bad_arguments():
+    check_fc_gate_refuses_bad_arguments(ops)
 
 
 @_needs_ext

@@ -11,8 +11,8 @@ PATH is a results JSON written by ``python -m attnfused.bench`` or a folder hold
   bandwidth (the DESIGN.md §5 byte count over time, over the run's measured copy rate);
 - the end-to-end rows: images/s per model, implementation, mode and precision, and how much of
   the blocks' overhead over plain ResNet-50 each removes;
-- benchmarks/fc_gate_bench.py's rows (fc_gate.json): the "fc" gate alone, its CUDA kernels against
-  F.linear + aten's elementwise ops.
+- benchmarks/fc_gate_bench.py's rows (fc_gate.json): the "fc" gate alone, attnfused's kernels
+  (CUDA or CPU, as the run's heading says) against F.linear + aten's elementwise ops.
 
 Every number is copied from the JSON as measured (rounded); nothing is recomputed but ratios the
 bench already stored. Rows that failed show their error's first words.
@@ -105,7 +105,7 @@ def _is_fc_gate(data: dict) -> bool:
 
 
 def fc_gate_table(rows: list[dict]) -> str:
-    head = ["B", "n", "C", "R", "fwd ms fc_gate.cu", "fwd ms aten", "bwd ms fc_gate.cu", "bwd ms aten", "max diff"]
+    head = ["B", "n", "C", "R", "fwd ms fc_gate", "fwd ms aten", "bwd ms fc_gate", "bwd ms aten", "max diff"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([str(r["B"]), str(r["n"]), str(r["C"]), str(r["R"]),

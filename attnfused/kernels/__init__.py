@@ -77,8 +77,8 @@ class KernelProvider(Protocol):
     # Optional (absent or None: the library ops attnfused/ops/_gates.py names):
     #   ``gate_conv`` / ``gate_conv_backward``, the gates' thin convolutions ("cpu" and "cuda"
     #   providers; else F.conv*d);
-    #   ``fc_gate`` / ``fc_gate_backward``, the whole "fc" channel gate ("cuda"; else F.linear and
-    #   elementwise ops);
+    #   ``fc_gate`` / ``fc_gate_backward``, the whole "fc" channel gate ("cuda" and "cpu"; else
+    #   F.linear and elementwise ops);
     #   ``spatial_stage``, CBAM's spatial forward in one call ("cpu"; attnfused/ops/attention.py;
     #   else pool_c + the gate + scale).
 

@@ -3,9 +3,9 @@
 The extension registers torch ops in the ``attnfused_C`` namespace, each with a CPU and (when
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c),
 ``pointwise`` (scale, grad_input) and the gates' thin convolutions, ``gate_conv`` and
-``gate_conv_backward`` (one output channel; ECA's 1-D conv and CBAM's spatial conv), plus a
-CUDA-only pair, ``fc_gate`` and ``fc_gate_backward`` (the "fc" channel gate: SE's and CBAM's MLP),
-and a CPU-only one: ``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
+``gate_conv_backward`` (one output channel; ECA's 1-D conv and CBAM's spatial conv), and the "fc"
+channel gate (SE's and CBAM's MLP), ``fc_gate`` and ``fc_gate_backward``; plus a CPU-only one,
+``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
 sample by sample so that the scale's read of ``x`` hits cache (used by
 :mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
 :class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
@@ -41,6 +41,8 @@ def _load():
 
 
 _state: dict = {}
+_ACTS = ("relu", "silu")  # the "fc" gate ops' act and gate codes (csrc/entry.h)
+_GATE_FNS = ("sigmoid", "hard_sigmoid")
 
 
 def extension_status() -> dict:
@@ -104,7 +106,6 @@ class ExtensionProvider:
     def grad_input(self, dy, like, ca=None, sa=None, da=None, dm=None, amc=None, davg=None, dmax=None, amp=None):
         return self.ops.pointwise(dy, like, False, ca, sa, da, dm, amc, davg, dmax, amp)
 
-
     def gate_conv(self, maps: Tensor, weight: Tensor, bias: Optional[Tensor], padding: tuple[int, int]) -> Tensor:
         """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel (the gates' thin
         convolutions, ``attnfused_C::gate_conv``), which :mod:`attnfused.ops._gates` uses when a
@@ -118,38 +119,6 @@ class ExtensionProvider:
         return self.ops.gate_conv_backward(
             dz.contiguous(), maps.contiguous(), weight.contiguous(), padding[0], padding[1], want_bias
         )
-
-
-def _without_gate_conv(provider: ExtensionProvider) -> ExtensionProvider:
-    """``provider`` with its gates on F.conv*d (cuDNN on CUDA): ``_gates`` looks the methods up with
-    getattr and takes None for absent."""
-    provider.gate_conv = None  # type: ignore[assignment]
-    provider.gate_conv_backward = None  # type: ignore[assignment]
-    return provider
-
-
-class CPUExtensionProvider(ExtensionProvider):
-    """The "cpu" provider: the passes, the gates' thin convolutions (``csrc/cpu/gate_conv.cpp``:
-    oneDNN is slow on them), and CBAM's fused spatial stage."""
-
-    def spatial_stage(
-        self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/spatial_stage.cpp):
-        ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
-        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``."""
-        kind = ("max_mean", "mean_max", "half_sum").index(maps)
-        return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)
-
-
-_ACTS = ("relu", "silu")
-_GATE_FNS = ("sigmoid", "hard_sigmoid")
-
-
-class CUDAExtensionProvider(ExtensionProvider):
-    """The "cuda" provider: the passes, the gates' thin convolutions, and the "fc" channel gate
-    (``csrc/cuda/fc_gate.cu``: two launches forward and three backward where F.linear and aten's
-    elementwise ops take 4-6 forward and ~10 backward)."""
 
     def fc_gate(
         self, s: Tensor, w: dict, n: int, act: str, gate_fn: str
@@ -176,6 +145,43 @@ class CUDAExtensionProvider(ExtensionProvider):
         return ds, dw1, db1 if has_b1 else None, dw2, db2 if has_b2 else None
 
 
+def _without_gate_conv(provider: ExtensionProvider) -> ExtensionProvider:
+    """``provider`` with its gates on F.conv*d (cuDNN on CUDA): ``_gates`` looks the methods up with
+    getattr and takes None for absent."""
+    provider.gate_conv = None  # type: ignore[assignment]
+    provider.gate_conv_backward = None  # type: ignore[assignment]
+    return provider
+
+
+class CPUExtensionProvider(ExtensionProvider):
+    """The "cpu" provider: the passes, the gates' thin convolutions (``csrc/cpu/gate_conv.cpp``:
+    oneDNN is slow on them), the "fc" channel gate (``csrc/cpu/fc_gate.cpp``: one op per direction
+    where F.linear and aten's elementwise ops take 4-6 forward and ~10 backward, its products
+    written for the gate's few rows, on which MKL's GEMMs were slow on some machines), and CBAM's
+    fused spatial stage."""
+
+    # The "fc" gate's products run here up to this many stacked rows (n B: batch 64 for SE, 32 for
+    # CBAM), MKL's above (attnfused/ops/_gates.py). fp32, C = 1024 / 2048, R = C / 16, 2 threads of an
+    # AMD EPYC (Zen 3) VM, forward + backward (benchmarks/fc_gate_bench.py --device cpu): about 2x
+    # faster than MKL at 8-16 rows, 1.1x at 32-64, 1.4x slower at 128-256.
+    fc_gate_max_rows: Optional[int] = 64
+
+    def spatial_stage(
+        self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/spatial_stage.cpp):
+        ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
+        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``."""
+        kind = ("max_mean", "mean_max", "half_sum").index(maps)
+        return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)
+
+
+class CUDAExtensionProvider(ExtensionProvider):
+    """The "cuda" provider: the passes, the gates' thin convolutions, and the "fc" channel gate
+    (``csrc/cuda/fc_gate.cu``: two launches forward and three backward where F.linear and aten's
+    elementwise ops take 4-6 forward and ~10 backward)."""
+
+
 def _without_fc_gate(provider: ExtensionProvider) -> ExtensionProvider:
     """``provider`` with its "fc" gate on F.linear and aten's elementwise ops (cuBLAS on CUDA)."""
     provider.fc_gate = None  # type: ignore[attr-defined]
@@ -183,11 +189,14 @@ def _without_fc_gate(provider: ExtensionProvider) -> ExtensionProvider:
     return provider
 
 
-CPU = CPUExtensionProvider("cpu", "cpu")
-# The CUDA gate kernels replace the libraries' unless switched off (read at import), to time the
-# two against each other: ATTNFUSED_CUDA_GATE_CONV=0 keeps F.conv*d (cuDNN) for the gates'
+# The gate kernels replace the libraries' unless switched off (read at import), to time the two
+# against each other: ATTNFUSED_CUDA_GATE_CONV=0 keeps F.conv*d (cuDNN) for the gates'
 # convolutions (csrc/cuda/gate_conv.cu), ATTNFUSED_CUDA_FC_GATE=0 keeps F.linear (cuBLAS) and
-# aten's elementwise ops for the "fc" gate (csrc/cuda/fc_gate.cu).
+# aten's elementwise ops for the "fc" gate (csrc/cuda/fc_gate.cu), ATTNFUSED_CPU_FC_GATE=0 the
+# same on CPU (MKL; csrc/cpu/fc_gate.cpp).
+CPU = CPUExtensionProvider("cpu", "cpu")
+if os.environ.get("ATTNFUSED_CPU_FC_GATE") == "0":
+    _without_fc_gate(CPU)
 CUDA = CUDAExtensionProvider("cuda", "cuda")
 if os.environ.get("ATTNFUSED_CUDA_GATE_CONV") == "0":
     _without_gate_conv(CUDA)

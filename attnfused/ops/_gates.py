@@ -13,8 +13,9 @@ The gates' convolutions (ECA's 1-D conv, CBAM's spatial conv: one output channel
 maps) run through the kernel provider's ``gate_conv`` / ``gate_conv_backward`` when it has them (the
 compiled "cpu" and "cuda" providers: oneDNN and cuDNN are built for many channels, not these),
 else through ``F.conv*d``. The whole "fc" channel gate runs through the provider's ``fc_gate`` /
-``fc_gate_backward`` when it has them (the "cuda" provider: two launches forward, three backward), else
-through ``F.linear`` and the formulas below.
+``fc_gate_backward`` when it has them (the "cuda" provider: two launches forward, three backward;
+the "cpu" provider: one op each way, its own small products instead of MKL's), else through
+``F.linear`` and the formulas below.
 """
 
 from __future__ import annotations
@@ -138,6 +139,18 @@ def _logits(s: Tensor, spec: ChannelSpec, w: dict, kern) -> tuple[Tensor, Option
     return _conv(s.unsqueeze(1), w["w1"], None, (p,), kern).squeeze(1), None
 
 
+def _fused_fc_gate(kern, spec: ChannelSpec, s: Tensor, name: str):
+    """The provider's ``fc_gate`` / ``fc_gate_backward`` for this gate, or None: none for other
+    gates, none where the provider has none, and none above the provider's ``fc_gate_max_rows``
+    stacked rows (None: no bound) (the "cpu" provider: its products are written for a few rows, where they beat
+    MKL's; MKL wins on many)."""
+    fused = getattr(kern, name, None) if spec.gate == "fc" else None
+    max_rows = getattr(kern, "fc_gate_max_rows", None)
+    if fused is not None and max_rows is not None and s.shape[0] > max_rows:
+        return None
+    return fused
+
+
 def channel_forward(
     avg: Optional[Tensor], mx: Optional[Tensor], spec: ChannelSpec, w: dict, kern=None
 ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -145,8 +158,8 @@ def channel_forward(
     ``"fc"`` gate's hidden pre-activation ``[n*B, C/r]`` or None: what backward needs, so that it
     repeats none of the gate's matrix products). ``kern``: the kernel provider (for its gate_conv)."""
     s = _stacked(avg, mx, spec.pool)
-    fused = getattr(kern, "fc_gate", None) if spec.gate == "fc" else None
-    if fused is not None:  # the "cuda" provider: the whole gate in two launches
+    fused = _fused_fc_gate(kern, spec, s, "fc_gate")
+    if fused is not None:  # the "cuda" and "cpu" providers: the whole gate in one op
         return fused(s, w, _n_inputs(spec), spec.act, spec.gate_fn)
     zs, h = _logits(s, spec, w, kern)
     z = _fold(zs, _n_inputs(spec))
@@ -166,7 +179,7 @@ def channel_backward(
     n = _n_inputs(spec)
     s = _stacked(avg, mx, spec.pool)
     grads: Grads = {}
-    fused = getattr(kern, "fc_gate_backward", None) if spec.gate == "fc" else None
+    fused = _fused_fc_gate(kern, spec, s, "fc_gate_backward")
     if fused is not None:
         ds, grads["w1"], grads["b1"], grads["w2"], grads["b2"] = fused(dca, s, z, ca, h, w, n, spec.act, spec.gate_fn)
         return _pooled_grads(ds, dca.shape[0], spec, grads)
