@@ -79,23 +79,6 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
   }
 }
 
-// As for_rows, from end - 1 down to begin. The second pass of a block (scale after pool_hw,
-// grad_input after dot_hw) walks each thread's rows backwards: at::parallel_for gives a thread the
-// same contiguous range in both passes (one chunk per thread, same range), so the rows the
-// first pass read last, still in this core's L2, are read first, before the pass evicts them.
-template <typename Body>
-AF_VEC void for_rows_reverse(int64_t begin, int64_t end, int64_t J, const Body& body) {
-  if (begin >= end) return;
-  int64_t b = (end - 1) / J, j = (end - 1) % J;
-  for (int64_t i = end - 1; i >= begin; --i) {
-    body(i, b, j);
-    if (j-- == 0) {
-      j = J - 1;
-      --b;
-    }
-  }
-}
-
 // Outputs of at least kStreamBytes (entry.h) leave through streaming stores.
 
 // ``o[k] = value(k)`` for k in [0, n): plain stores, or with ``stream`` the 64-byte-aligned middle
