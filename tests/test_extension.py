@@ -142,7 +142,7 @@ def fc_gate_case_id(case: tuple) -> str:
 
 
 def check_fc_gate(provider, dtype: torch.dtype, case: tuple, device: str = "cpu") -> tuple:
-    """``provider.fc_gate`` / ``fc_gate_backward`` (the "cuda" provider's, or the emulator's) against
+    """``provider.fc_gate`` / ``fc_gate_backward`` (the "cpu" or "cuda" provider's, or the emulator's) against
     autograd through F.linear on ``device``; returns what they gave."""
     b, n, c, r, act, gate_fn, bias1, bias2 = case
     g = torch.Generator().manual_seed(0)

@@ -142,8 +142,8 @@ def _logits(s: Tensor, spec: ChannelSpec, w: dict, kern) -> tuple[Tensor, Option
 def _fused_fc_gate(kern, spec: ChannelSpec, s: Tensor, name: str):
     """The provider's ``fc_gate`` / ``fc_gate_backward`` for this gate, or None: none for other
     gates, none where the provider has none, and none above the provider's ``fc_gate_max_rows``
-    stacked rows (None: no bound) (the "cpu" provider: its products are written for a few rows, where they beat
-    MKL's; MKL wins on many)."""
+    stacked rows where it sets one (the "cpu" provider: its products are written for a few rows,
+    where they beat MKL's; MKL wins on many)."""
     fused = getattr(kern, name, None) if spec.gate == "fc" else None
     max_rows = getattr(kern, "fc_gate_max_rows", None)
     if fused is not None and max_rows is not None and s.shape[0] > max_rows:

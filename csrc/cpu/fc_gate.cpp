@@ -19,9 +19,12 @@
 //   - outer_rows, out[i][j] = sum_k A[k][i] B[k][j] (dW2, dW1: k over the few stacked rows): 4 x 2
 //     vector register tiles, k inner, each task writing whole rows of the gradient;
 //   - stream_rows, out[i][j] = sum_k A[i][k] B[k][j] (dr, ds: B a weight, read along its rows):
-//     blocks of out summed in place in L1 while B's rows stream by.
+//     blocks of out summed in a contiguous buffer in L1 while B's rows stream by.
 // Every sum has a fixed order written in the C++ (no reassociation, no FMA clone: common.h), so a
-// result does not depend on the thread count, the tile an output falls in, or the machine.
+// result does not depend on the thread count, the tile an output falls in, or the machine
+// (tests/test_extension.py compares one thread with several, bit for bit). On many rows MKL's
+// blocked GEMMs win: the provider hands gates of more than 64 stacked rows to aten
+// (attnfused/kernels/extension.py, fc_gate_max_rows).
 // Sigmoids (the gate, silu's) are the caller's (aten's vectorised exp, ops.cpp); here only the
 // products and the exp-free elementwise steps.
 #include <vector>
@@ -33,7 +36,7 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-constexpr int kTI = 4, kTJ = 2;  // register tile: 4 rows x 2 columns (dot_rows) or 2 vectors (tile_rows)
+constexpr int kTI = 4, kTJ = 2;  // register tile: 4 rows x 2 columns (dot_rows) or 2 vectors (outer_rows)
 
 template <typename acc_t>
 using VecT = typename Vec<acc_t>::V;
@@ -134,7 +137,7 @@ inline int64_t grain_for_macs(int64_t macs_per_task) {
 }
 
 // out [M, N] = A [M, K] B [N, K]^T, both row-major (h = s W1^T, z = a W2^T: both operands run along
-// the summed axis). kLanes = W partial sums per output, lane l taking k = l mod W.
+// the summed axis). W partial sums per output, lane l taking k = l mod W.
 template <typename acc_t>
 void dot_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
   if (M == 0 || N == 0) return;
@@ -147,7 +150,7 @@ void dot_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, a
 // two in every ResNet stage (8 KB at C = 2048): a 4-row tile of the gradient, the 8-16 rows of s
 // and the rows of W1 it read all fell in the same L1 sets, and those products ran at half the
 // speed of h's.
-constexpr int64_t kIB = 64, kJC = 256;  // outer_rows: rows x columns per task; stream_rows: see there
+constexpr int64_t kIB = 64, kJC = 256;  // outer_rows' task: rows x columns of the gradient
 
 // out[i][j] = sum_k A[k][i] B[k][j] for the weight gradients (dW2 = dz^T a, dW1 = dh^T s): A and B
 // row-major [K, M] and [K, N] with K the few stacked rows. A task owns kIB rows x kJC columns of the
