@@ -162,8 +162,9 @@ class CPUExtensionProvider(ExtensionProvider):
 
     # The "fc" gate's products run here up to this many stacked rows (n B: batch 64 for SE, 32 for
     # CBAM), MKL's above (attnfused/ops/_gates.py). fp32, C = 1024 / 2048, R = C / 16, 2 threads of an
-    # AMD EPYC (Zen 3) VM, forward + backward (benchmarks/fc_gate_bench.py --device cpu): about 2x
-    # faster than MKL at 8-16 rows, 1.1x at 32-64, 1.4x slower at 128-256.
+    # AMD EPYC (Zen 3) VM (benchmarks/fc_gate_bench.py --device cpu, benchmarks/results/
+    # cpu-2026-12-02-amd/fc_gate): 1.4-2.5x faster than MKL per direction at 8-16 rows, 1.0-1.2x
+    # forward + backward at 32-64, 1.2-1.6x slower at 128-256. Not timed on an Intel machine.
     fc_gate_max_rows: Optional[int] = 64
 
     def spatial_stage(

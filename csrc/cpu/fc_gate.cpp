@@ -199,12 +199,18 @@ AF_VEC void outer_rows_blocks(int64_t t0, int64_t t1, int64_t M, int64_t N, int6
   }
 }
 
+// Runs ``blocks(t0, t1)`` on the threads over the kRows x kCols blocks of an [M, N] output summed
+// over K (each blocked product decodes its task indices itself).
+template <int64_t kRows, int64_t kCols, typename Blocks>
+void over_blocks(int64_t M, int64_t N, int64_t K, const Blocks& blocks) {
+  if (M == 0 || N == 0) return;
+  const int64_t tasks = (M + kRows - 1) / kRows * ((N + kCols - 1) / kCols);
+  at::parallel_for(0, tasks, grain_for_macs(kRows * kCols * K), blocks);
+}
+
 template <typename acc_t>
 void outer_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
-  if (M == 0 || N == 0) return;
-  const int64_t tasks = (M + kIB - 1) / kIB * ((N + kJC - 1) / kJC);
-  at::parallel_for(0, tasks, grain_for_macs(kIB * kJC * K),
-                   [&](int64_t t0, int64_t t1) { outer_rows_blocks(t0, t1, M, N, K, A, B, out); });
+  over_blocks<kIB, kJC>(M, N, K, [&](int64_t t0, int64_t t1) { outer_rows_blocks(t0, t1, M, N, K, A, B, out); });
 }
 
 // out[i][j] = sum_k A[i][k] B[k][j] for the input-side products (dr = dz W2, ds = dh W1): few rows
@@ -255,10 +261,7 @@ AF_VEC void stream_rows_blocks(int64_t t0, int64_t t1, int64_t M, int64_t N, int
 
 template <typename acc_t>
 void stream_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
-  if (M == 0 || N == 0) return;
-  const int64_t tasks = (M + kSI - 1) / kSI * ((N + kSJ - 1) / kSJ);
-  at::parallel_for(0, tasks, grain_for_macs(kSI * kSJ * K),
-                   [&](int64_t t0, int64_t t1) { stream_rows_blocks(t0, t1, M, N, K, A, B, out); });
+  over_blocks<kSI, kSJ>(M, N, K, [&](int64_t t0, int64_t t1) { stream_rows_blocks(t0, t1, M, N, K, A, B, out); });
 }
 
 // act(h), eager's: relu keeps NaN (as F.relu); silu = h sigmoid(h) with ``sig`` = sigmoid(h).
