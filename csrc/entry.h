@@ -31,6 +31,31 @@ struct FcGateArgs {
   const acc_t* b2;
   int act, gate;
 };
+
+// The gate's exp-free elementwise math, shared by csrc/cpu/fc_gate.cpp and csrc/cuda/fc_gate.cu (each
+// computes the sigmoids' exp its own way), in eager's conventions: relu keeps NaN (F.relu); its
+// gradient is aten's threshold_backward(d, h, 0) (0 where h <= 0, not NaN for an infinite d); silu'
+// = s (1 + h (1 - s)) with s = sigmoid(h) (unused for relu); the hard sigmoid is relu6(z + 3) / 6;
+// dz from dca is aten's sigmoid_backward, dca (1 - ca) ca, or [-3 < z < 3] dca / 6.
+template <typename acc_t>
+AF_HD acc_t fc_relu(acc_t h) {
+  return h < acc_t(0) ? acc_t(0) : h;
+}
+template <typename acc_t>
+AF_HD acc_t fc_act_grad(acc_t d, acc_t h, acc_t s, int act) {
+  if (act == kActRelu) return h <= acc_t(0) ? acc_t(0) : d;
+  return d * (s * (acc_t(1) + h * (acc_t(1) - s)));
+}
+template <typename acc_t>
+AF_HD acc_t fc_hard_sigmoid(acc_t z) {
+  const acc_t t = z + acc_t(3);
+  return (t < acc_t(0) ? acc_t(0) : (t > acc_t(6) ? acc_t(6) : t)) / acc_t(6);
+}
+template <typename acc_t>
+AF_HD acc_t fc_gate_grad(acc_t dca, acc_t z, acc_t ca, int gate) {
+  if (gate == kGateSigmoid) return dca * (acc_t(1) - ca) * ca;
+  return z > acc_t(-3) && z < acc_t(3) ? dca / acc_t(6) : acc_t(0);
+}
 // Its backward's inputs (dL/dca [B, C], the forward's z, ca [B, C] and h [n B, R]), scratch (afold
 // [B, R], dh [n B, R], dht = dh transposed [R, n B], dz [B, C], parts [cuda::fc_gate_chunks(C), B, R])
 // and outputs (ds [n B, C], dW1, dW2, and the biases' grads when not null).

@@ -352,7 +352,13 @@ def test_cpu_fc_gate_hands_many_rows_to_mkl(batch, monkeypatch):
 
     used = []
     real = _gates._fused_fc_gate
-    monkeypatch.setattr(_gates, "_fused_fc_gate", lambda *a: used.append(real(*a) is not None) or real(*a))
+
+    def spy(*args):
+        fused = real(*args)
+        used.append(fused is not None)
+        return fused
+
+    monkeypatch.setattr(_gates, "_fused_fc_gate", spy)
     m = make_block("cbam_fc", 16, torch.float32)
     x = make_input((batch, 16, 3, 3), torch.float32, "nchw")
     dy = make_input(x.shape, torch.float32, "nchw", seed=2)

@@ -264,10 +264,10 @@ void stream_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B
   over_blocks<kSI, kSJ>(M, N, K, [&](int64_t t0, int64_t t1) { stream_rows_blocks(t0, t1, M, N, K, A, B, out); });
 }
 
-// act(h), eager's: relu keeps NaN (as F.relu); silu = h sigmoid(h) with ``sig`` = sigmoid(h).
+// act(h): relu (entry.h), or silu = h sigmoid(h) with ``sig`` = sigmoid(h).
 template <typename acc_t>
 inline acc_t act_of(acc_t h, const acc_t* sig, int64_t i, int act) {
-  if (act == kActRelu) return h < acc_t(0) ? acc_t(0) : h;
+  if (act == kActRelu) return fc_relu(h);
   return h * sig[i];
 }
 
@@ -300,21 +300,18 @@ void fc_logits(const FcGateArgs<acc_t>& a, const acc_t* h, const acc_t* sig_h, a
   if (a.b2)
     for (int64_t b = 0; b < a.B; ++b)
       for (int64_t c = 0; c < a.C; ++c) z[b * a.C + c] += static_cast<acc_t>(a.n) * a.b2[c];
-  if (a.gate == kGateHardSigmoid)  // relu6(z + 3) / 6; NaN stays NaN
-    for (int64_t q = 0; q < a.B * a.C; ++q) {
-      const acc_t t = z[q] + acc_t(3);
-      ca[q] = (t < acc_t(0) ? acc_t(0) : (t > acc_t(6) ? acc_t(6) : t)) / acc_t(6);
-    }
+  if (a.gate == kGateHardSigmoid)
+    for (int64_t q = 0; q < a.B * a.C; ++q) ca[q] = fc_hard_sigmoid(z[q]);
 }
 
 template <typename acc_t>
 void fc_gate_backward(const FcGateArgs<acc_t>& a, const FcGateGrads<acc_t>& g, const acc_t* sig_h) {
   const int64_t B = a.B, C = a.C, R = a.R, J = a.n * a.B, BC = B * C;
-  // dz = gate'(dca): sigmoid' as aten's sigmoid_backward, dca (1 - ca) ca; hard sigmoid' [-3 < z < 3] / 6.
+  // dz = gate'(dca) (entry.h); one loop per gate, each with a constant gate (no branch inside).
   if (a.gate == kGateSigmoid) {
-    for (int64_t q = 0; q < BC; ++q) g.dz[q] = g.dca[q] * (acc_t(1) - g.ca[q]) * g.ca[q];
+    for (int64_t q = 0; q < BC; ++q) g.dz[q] = fc_gate_grad(g.dca[q], g.z[q], g.ca[q], kGateSigmoid);
   } else {
-    for (int64_t q = 0; q < BC; ++q) g.dz[q] = g.z[q] > acc_t(-3) && g.z[q] < acc_t(3) ? g.dca[q] / acc_t(6) : acc_t(0);
+    for (int64_t q = 0; q < BC; ++q) g.dz[q] = fc_gate_grad(g.dca[q], g.z[q], g.ca[q], kGateHardSigmoid);
   }
   fold_act(a, g.h, sig_h, g.afold);
   outer_rows(C, R, B, g.dz, g.afold, g.dw2);  // dW2 = dz^T a
@@ -326,17 +323,16 @@ void fc_gate_backward(const FcGateArgs<acc_t>& a, const FcGateGrads<acc_t>& g, c
   }
   std::vector<acc_t> dr(B * R);
   stream_rows(B, R, C, g.dz, a.w2, dr.data());  // dr = dz W2
-  // dh = act'(h) dr (each statistic's rows get the same dr): relu' as aten's threshold_backward,
-  // 0 where h <= 0; silu' = sig (1 + h (1 - sig)).
+  // dh = act'(h) dr (entry.h; each statistic's rows get the same dr).
   for (int64_t j = 0; j < J; ++j) {
     const acc_t* d = dr.data() + (j < B ? j : j - B) * R;  // J = n B, n <= 2
     const acc_t* hv = g.h + j * R;
     acc_t* dh = g.dh + j * R;
     if (a.act == kActRelu) {
-      for (int64_t r = 0; r < R; ++r) dh[r] = hv[r] <= acc_t(0) ? acc_t(0) : d[r];
+      for (int64_t r = 0; r < R; ++r) dh[r] = fc_act_grad(d[r], hv[r], acc_t(0), kActRelu);
     } else {
       const acc_t* sig = sig_h + j * R;
-      for (int64_t r = 0; r < R; ++r) dh[r] = d[r] * (sig[r] * (acc_t(1) + hv[r] * (acc_t(1) - sig[r])));
+      for (int64_t r = 0; r < R; ++r) dh[r] = fc_act_grad(d[r], hv[r], sig[r], kActSilu);
     }
   }
   outer_rows(R, C, J, g.dh, a.s, g.dw1);  // dW1 = dh^T s

@@ -57,36 +57,31 @@ template <typename acc_t> __device__ __forceinline__ acc_t exp_of(acc_t v);
 template <> __device__ __forceinline__ float exp_of<float>(float v) { return expf(v); }
 template <> __device__ __forceinline__ double exp_of<double>(double v) { return exp(v); }
 
-// act(h): relu or silu (h / (1 + e^-h), as aten writes it).
+// act(h): relu or silu (h / (1 + e^-h), as aten writes it). The exp-free math is entry.h's.
 template <typename acc_t>
 __device__ __forceinline__ acc_t act_fn(acc_t h, int act) {
-  if (act == kActRelu) return h < acc_t(0) ? acc_t(0) : h;  // NaN stays NaN, as in F.relu
+  if (act == kActRelu) return fc_relu(h);
   return h / (acc_t(1) + exp_of(-h));
 }
 
-// act'(h) * d, eager's conventions: relu' as aten's threshold_backward(d, h, 0) (0 where h <= 0,
-// not NaN for an infinite d); silu' = s (1 + h (1 - s)), s = sigmoid(h).
+// act'(h) * d (entry.h's fc_act_grad), with sigmoid(h) for silu.
 template <typename acc_t>
 __device__ __forceinline__ acc_t act_backward(acc_t d, acc_t h, int act) {
-  if (act == kActRelu) return h <= acc_t(0) ? acc_t(0) : d;
-  const acc_t s = acc_t(1) / (acc_t(1) + exp_of(-h));
-  return d * (s * (acc_t(1) + h * (acc_t(1) - s)));
+  const acc_t s = act == kActRelu ? acc_t(0) : acc_t(1) / (acc_t(1) + exp_of(-h));
+  return fc_act_grad(d, h, s, act);
 }
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t gate_of(acc_t z, int gate) {
   if (gate == kGateSigmoid) return acc_t(1) / (acc_t(1) + exp_of(-z));
-  const acc_t t = z + acc_t(3);
-  return (t < acc_t(0) ? acc_t(0) : (t > acc_t(6) ? acc_t(6) : t)) / acc_t(6);  // relu6(z + 3) / 6
+  return fc_hard_sigmoid(z);
 }
 
-// dz from dca: sigmoid' = ca (1 - ca) (aten's sigmoid_backward: dca (1 - ca) ca); hard sigmoid' =
-// [-3 < z < 3] / 6.
+// dz from dca (entry.h's fc_gate_grad) at element i.
 template <typename acc_t>
 __device__ __forceinline__ acc_t dz_of(const FcGateArgs<acc_t>& a, const acc_t* dca, const acc_t* z, const acc_t* ca,
                                        int64_t i) {
-  if (a.gate == kGateSigmoid) return dca[i] * (acc_t(1) - ca[i]) * ca[i];
-  return z[i] > acc_t(-3) && z[i] < acc_t(3) ? dca[i] / acc_t(6) : acc_t(0);
+  return fc_gate_grad(dca[i], z[i], ca[i], a.gate);
 }
 
 __device__ __forceinline__ int64_t clamp_row(int64_t i, int64_t n) { return i < n ? i : n - 1; }
