@@ -108,17 +108,36 @@ void fc_logits(const FcGateArgs<acc_t>& args, const acc_t* h, const acc_t* sig_h
 template <typename acc_t>
 void fc_gate_backward(const FcGateArgs<acc_t>& args, const FcGateGrads<acc_t>& grads, const acc_t* sig_h);
 
-// CBAM's spatial stage forward, one sample at a time (csrc/cpu/spatial_stage.cpp): pool over C of
+// A forward's channel stage inside a sample-by-sample loop (csrc/cpu/stages.cpp): pool over P of
+// sample b (``pool``: B = all samples, outputs [B, C]), then ``gate(gate_ctx, b)``, the caller's:
+// sample b's channel gate from its pooled rows into row b of the ca the later passes read (called on
+// the task's thread, samples in any order).
+using ChannelGateFn = void (*)(void* ctx, int64_t b);
+template <typename acc_t>
+struct ChannelPart {
+  ReduceArgs<acc_t> pool;
+  ChannelGateFn gate;
+  void* gate_ctx;
+};
+
+// SE's and ECA's forward, one sample at a time: the channel part, then the scale (``scale``, t.ca
+// the gate's output). Each sample's passes run back to back on one core, so the scale's read of x
+// comes from cache.
+template <typename acc_t>
+void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale);
+
+// CBAM's spatial stage forward, one sample at a time: ``channel`` first where not null (CBAM's
+// channel stage; pool.t.ca and scale.t.ca are then its gate's output), then pool over C of
 // x*ca (``pool``: B = all samples, outputs [B, P]), the maps, the conv (``conv``, in = maps), the
-// gate, the scale (``scale``, t.sa = ``sa``). Each sample's passes run back to back on one core,
-// so its second read of x comes from cache. Outputs: maps [B, M, P], z [B, P], sa [B, P], y.
+// gate, the scale (``scale``, t.sa = ``sa``). Outputs: maps [B, M, P], z [B, P], sa [B, P], y.
 struct SpatialStageSpec {
   int maps;   // 0: [max, mean], 1: [mean, max], 2: [0.5 * (mean + max)]
   bool hard;  // hard_sigmoid, else sigmoid
 };
 template <typename acc_t>
 void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<acc_t>& conv,
-                   const PointwiseArgs<acc_t>& scale, SpatialStageSpec spec, acc_t* maps, acc_t* z, acc_t* sa);
+                   const PointwiseArgs<acc_t>& scale, SpatialStageSpec spec, acc_t* maps, acc_t* z, acc_t* sa,
+                   const ChannelPart<acc_t>* channel);
 }  // namespace cpu
 
 // The CUDA kernels are compiled by nvcc (ATTNFUSED_WITH_CUDA), or as host code for the test

@@ -532,13 +532,168 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
 }
 
 #ifndef ATTNFUSED_CUDA_EMU  // CPU only: not part of the emulator's build
-// CBAM's spatial stage forward on CPU in one call (csrc/cpu/spatial_stage.cpp): (y, maps, amc,
-// sa, z) as pool_c + the maps + gate_conv + the gate + scale would give them, without a
-// BatchNorm (the caller runs the separate passes for that).
+// One sample's channel gate inside channel_stage (below): what _gates.channel_forward computes for
+// row b, through the same kernels (fc_gate.cpp's products, gate_conv.cpp, aten's sigmoid), so the
+// same bits as the whole-batch ops: each output row depends only on its own input rows.
 template <typename acc_t>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(const Tensor& x, const OptTensor& ca,
-                                                                 const Tensor& weight, const OptTensor& bias,
-                                                                 int64_t maps_kind, bool hard) {
+struct ChannelGateCtx {
+  int64_t B, C, n;                   // n: stacked statistics (avg, then max)
+  const acc_t* avg;                  // [B, C] pooled rows, or null where not stacked
+  const acc_t* mx;
+  bool conv;                         // the 1-D conv over channels (fc: the "fc" gate)
+  FcGateArgs<acc_t> fc;              // s and B set per sample
+  GateConvArgs<acc_t> conv_args;     // in and B (= n rows) set per sample
+  int gate_fn;                       // kGateSigmoid / kGateHardSigmoid
+  acc_t* z;                          // [B, C]
+  acc_t* ca;                         // [B, C]
+  acc_t* h;                          // [n B, R] (fc)
+};
+
+template <typename acc_t>
+Tensor row_tensor(acc_t* p, int64_t len) {
+  return at::from_blob(p, {len}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+}
+
+template <typename acc_t>
+void channel_gate_one(void* ctx, int64_t b) {
+  const auto& g = *static_cast<const ChannelGateCtx<acc_t>*>(ctx);
+  const int64_t C = g.C, n = g.n;
+  std::vector<acc_t> s(n * C);  // the sample's gate input rows, stacked as the batch's
+  int64_t row = 0;
+  for (const acc_t* stat : {g.avg, g.mx})
+    if (stat) std::copy(stat + b * C, stat + (b + 1) * C, s.begin() + C * row++);
+  acc_t* z = g.z + b * C;
+  acc_t* ca = g.ca + b * C;
+  if (!g.conv) {
+    FcGateArgs<acc_t> a = g.fc;
+    a.B = 1;
+    a.s = s.data();
+    const int64_t R = a.R;
+    std::vector<acc_t> h(n * R), afold(R);
+    cpu::fc_hidden(a, h.data());
+    const Tensor sig_h = fc_sigmoid_of_h(row_tensor(h.data(), n * R), a.act);
+    cpu::fc_logits(a, h.data(), ptr_or_null<acc_t>(sig_h), afold.data(), z, ca);
+    for (int64_t i = 0; i < n; ++i) std::copy(h.begin() + i * R, h.begin() + (i + 1) * R, g.h + (i * g.B + b) * R);
+  } else {
+    GateConvArgs<acc_t> c = g.conv_args;
+    c.B = n;
+    c.in = s.data();
+    std::vector<acc_t> zs(n * C);
+    cpu::gate_conv(c, zs.data());
+    for (int64_t k = 0; k < C; ++k) z[k] = n == 2 ? zs[k] + zs[C + k] : zs[k];  // avg's logits + max's
+  }
+  Tensor ca_row = row_tensor(ca, C);
+  if (g.gate_fn == kGateSigmoid) {
+    at::sigmoid_out(ca_row, row_tensor(z, C));
+  } else if (g.conv) {  // (fc_logits wrote the fc gate's hard sigmoid)
+    at::hardsigmoid_out(ca_row, row_tensor(z, C));
+  }
+}
+
+// A channel stage run sample by sample (csrc/cpu/stages.cpp): its outputs and its arguments, the
+// ChannelPart pointing into this struct (so it is filled in place, never moved). ``pool``: 0 avg,
+// 1 max, 2 both (avg rows then max rows into the gate); ``conv``: the gate is the 1-D conv over
+// channels with zero padding (w1 [1, 1, k], k odd), else the "fc" gate (w1 [R, C], b1, w2 [C, R],
+// b2, ``act``). avg is always filled, mx and amp only for pools 1 and 2 (amp empty without
+// ``want_arg``), h [n B, R] only for fc.
+template <typename acc_t>
+struct ChannelStage {
+  Tensor avg, mx, amp, ca, z, h;
+  ChannelGateCtx<acc_t> g{};
+  cpu::ChannelPart<acc_t> part{};
+
+  // ``xv``: x as a [B, C, P] view (hw_merges).
+  void setup(const Tensor& xv, int64_t pool, bool conv, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+             const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg) {
+    TORCH_CHECK(pool >= 0 && pool <= 2, "attnfused: the channel stage's pool must be 0, 1 or 2, got ", pool);
+    TORCH_CHECK(gate_fn == kGateSigmoid || gate_fn == kGateHardSigmoid,
+                "attnfused: the channel stage's gate must be 0 (sigmoid) or 1 (hard sigmoid), got ", gate_fn);
+    const int64_t B = xv.size(0), C = xv.size(1), P = xv.size(2) * xv.size(3), n = pool == 2 ? 2 : 1;
+    const bool want_max = pool != 0;
+    const auto acc = acc_type(xv);
+    auto fopts = xv.options().dtype(acc);
+    TORCH_CHECK(w1.is_cpu() && w1.scalar_type() == acc && (!w2 || w2->scalar_type() == acc),
+                "attnfused: the channel stage's weights must be CPU tensors in the accumulation dtype ", acc);
+    g.B = B; g.C = C; g.n = n; g.conv = conv; g.gate_fn = static_cast<int>(gate_fn);
+    if (conv) {
+      TORCH_CHECK(w1.dim() == 3 && w1.size(0) == 1 && w1.size(1) == 1 && w1.size(2) % 2 == 1 && w1.is_contiguous(),
+                  "attnfused: the channel stage's conv gate takes a contiguous weight [1, 1, k] with k odd, got ",
+                  w1.sizes());
+      const int64_t k = w1.size(2), pad = (k - 1) / 2;
+      g.conv_args = GateConvArgs<acc_t>{n, 1, 1, C, 1, k, 0, pad, 1, C, nullptr, w1.data_ptr<acc_t>(), nullptr};
+      h = at::empty({0}, fopts);
+    } else {
+      TORCH_CHECK(w2.has_value(), "attnfused: the channel stage's fc gate needs w2");
+      g.fc = fc_gate_args<acc_t>(at::empty({n * B, C}, fopts), w1, b1, *w2, b2, n, act, gate_fn);  // checks
+      h = at::empty({n * B, g.fc.R}, fopts);
+      g.h = h.data_ptr<acc_t>();
+    }
+    avg = at::empty({B, C}, fopts);
+    z = at::empty({B, C}, fopts);
+    ca = at::empty({B, C}, fopts);
+    mx = want_max ? at::empty({B, C}, fopts) : at::empty({0}, fopts);
+    amp = want_max && want_arg ? at::empty({B, C}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
+    if (xv.numel() == 0) {
+      avg.zero_();
+      return;
+    }
+    Tensor keep_unused;
+    part.pool = reduce_args<acc_t>(false, xv, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                                   std::nullopt, want_max, static_cast<double>(std::max<int64_t>(P, 1)), avg, mx, amp,
+                                   keep_unused, keep_unused);
+    if (!want_arg) part.pool.out_arg = nullptr;  // the max without its argmax (no backward follows)
+    part.gate = &channel_gate_one<acc_t>;
+    part.gate_ctx = &g;
+    g.avg = pool == 1 ? nullptr : avg.data_ptr<acc_t>();
+    g.mx = pool == 0 ? nullptr : mx.data_ptr<acc_t>();
+    g.z = z.data_ptr<acc_t>();
+    g.ca = ca.data_ptr<acc_t>();
+  }
+};
+
+// x as a [B, C, P] view, copied once where H and W do not merge (the stages' passes all read it).
+Tensor merged_view(const Tensor& x) { return hw_merges(x) ? x : x.contiguous(); }
+
+// SE's and ECA's forward on CPU in one call (csrc/cpu/stages.cpp): (y, avg, mx, amp, ca, z, h) as
+// pool_hw + _gates.channel_forward + scale give them (ChannelStage above).
+template <typename acc_t>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage(
+    const Tensor& x, int64_t pool, bool conv, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg) {
+  const Tensor xv = merged_view(x);
+  ChannelStage<acc_t> st;
+  st.setup(xv, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
+  Tensor y = empty_output(x);
+  if (x.numel() > 0) {
+    Tensor keep_unused;
+    PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, st.ca, std::nullopt, std::nullopt, std::nullopt,
+                                                   std::nullopt, std::nullopt, std::nullopt, std::nullopt, keep_unused,
+                                                   keep_unused);
+    w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
+    cpu::channel_stage(dtype_of(x), st.part, w);
+  }
+  return {y, st.avg, st.mx, st.amp, st.ca, st.z, st.h};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage_op(
+    const Tensor& x, int64_t pool, bool conv, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
+    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg) {
+  check_big(x, "x");
+  TORCH_CHECK(x.is_cpu(), "attnfused: channel_stage runs on CPU tensors");
+  if (x.scalar_type() == at::kDouble) return channel_stage<double>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
+  return channel_stage<float>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
+}
+
+// CBAM's spatial stage forward on CPU in one call (csrc/cpu/stages.cpp): (y, maps, amc, sa, z) as
+// pool_c + the maps + gate_conv + the gate + scale would give them, without a BatchNorm (the caller
+// runs the separate passes for that). With ``pool`` >= 0 (and no ``ca``) CBAM's channel stage runs
+// first, sample by sample too (ChannelStage: pool, conv, w1 ... want_arg), and its (avg, mx, amp, ca,
+// zc, h) follow; otherwise those six are empty and ``ca`` (or none) is the channel gate.
+template <typename acc_t>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(
+    const Tensor& x, const OptTensor& ca, const Tensor& weight, const OptTensor& bias, int64_t maps_kind, bool hard,
+    int64_t pool, bool conv, const OptTensor& w1, const OptTensor& b1, const OptTensor& w2, const OptTensor& b2,
+    int64_t act, int64_t gate_fn, bool want_arg) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
   const int64_t M = maps_kind == 2 ? 1 : 2;
   TORCH_CHECK(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == M && weight.size(2) == weight.size(3) &&
@@ -546,36 +701,53 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage(const Tensor& x
               "attnfused: spatial_stage takes a weight [1, ", M, ", k, k] with k odd, got ", weight.sizes());
   const auto acc = acc_type(x);
   auto fopts = x.options().dtype(acc);
+  const Tensor xv = merged_view(x);
+  const bool with_channel = pool >= 0;
+  ChannelStage<acc_t> st;
+  OptTensor ca_used = ca;
+  if (with_channel) {
+    TORCH_CHECK(!ca.has_value() && w1.has_value(), "attnfused: spatial_stage takes ca or a channel gate (w1), not both");
+    st.setup(xv, pool, conv, *w1, b1, w2, b2, act, gate_fn, want_arg);
+    ca_used = st.ca;
+  } else {
+    const Tensor none = at::empty({0}, fopts);
+    st.avg = st.mx = st.ca = st.z = st.h = none;
+    st.amp = at::empty({0}, fopts.dtype(at::kInt));
+  }
   Tensor mean = at::empty({B, P}, fopts), mx = at::empty({B, P}, fopts);
   Tensor amc = at::empty({B, P}, fopts.dtype(at::kInt));
   Tensor maps = at::empty({B, M, H, W}, fopts), z = at::empty({B, 1, H, W}, fopts), sa = at::empty({B, P}, fopts);
   Tensor y = empty_output(x);
-  if (x.numel() == 0) return {y, maps, amc, sa, z};
-  // pool_c of x*ca, the conv over the maps (same padding), and the scale by ca and ``sa``: the
-  // arguments the three separate ops would build, each kernel then run on one-sample slices.
-  Tensor keep_x, keep_unused, keep_y, keep_w = weight.to(acc).contiguous();
-  const ReduceArgs<acc_t> r = reduce_args<acc_t>(true, x, std::nullopt, ca, std::nullopt, std::nullopt, std::nullopt,
-                                                 std::nullopt, true, static_cast<double>(C), mean, mx, amc, keep_x,
-                                                 keep_unused);
-  const int64_t pad = (weight.size(2) - 1) / 2;
-  const GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
-  const Tensor& xv = keep_x.defined() ? keep_x : x;  // x's [B, C, P] copy, if it needed one: not twice
-  PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, ca, sa, std::nullopt, std::nullopt, std::nullopt,
-                                                 std::nullopt, std::nullopt, std::nullopt, keep_unused, keep_y);
-  w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
-  cpu::spatial_stage(dtype_of(x), r, g, w, cpu::SpatialStageSpec{static_cast<int>(maps_kind), hard},
-                     maps.data_ptr<acc_t>(), z.data_ptr<acc_t>(), sa.data_ptr<acc_t>());
-  return {y, maps, amc, sa, z};
+  if (x.numel() > 0) {
+    // pool_c of x*ca, the conv over the maps (same padding), and the scale by ca and ``sa``: the
+    // arguments the three separate ops would build, each kernel then run on one-sample slices.
+    Tensor keep_unused, keep_w = weight.to(acc).contiguous();
+    const ReduceArgs<acc_t> r = reduce_args<acc_t>(true, xv, std::nullopt, ca_used, std::nullopt, std::nullopt,
+                                                   std::nullopt, std::nullopt, true, static_cast<double>(C), mean, mx,
+                                                   amc, keep_unused, keep_unused);
+    const int64_t pad = (weight.size(2) - 1) / 2;
+    const GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
+    PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, ca_used, sa, std::nullopt, std::nullopt,
+                                                   std::nullopt, std::nullopt, std::nullopt, std::nullopt, keep_unused,
+                                                   keep_unused);
+    w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
+    cpu::spatial_stage(dtype_of(x), r, g, w, cpu::SpatialStageSpec{static_cast<int>(maps_kind), hard},
+                       maps.data_ptr<acc_t>(), z.data_ptr<acc_t>(), sa.data_ptr<acc_t>(),
+                       with_channel ? &st.part : nullptr);
+  }
+  return {y, maps, amc, sa, z, st.avg, st.mx, st.amp, st.ca, st.z, st.h};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage_op(const Tensor& x, const OptTensor& ca,
-                                                                    const Tensor& weight, const OptTensor& bias,
-                                                                    int64_t maps_kind, bool hard) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> spatial_stage_op(
+    const Tensor& x, const OptTensor& ca, const Tensor& weight, const OptTensor& bias, int64_t maps_kind, bool hard,
+    int64_t pool, bool conv, const OptTensor& w1, const OptTensor& b1, const OptTensor& w2, const OptTensor& b2,
+    int64_t act, int64_t gate_fn, bool want_arg) {
   check_big(x, "x");
   TORCH_CHECK(x.is_cpu() && weight.is_cpu(), "attnfused: spatial_stage runs on CPU tensors");
   TORCH_CHECK(maps_kind >= 0 && maps_kind <= 2, "attnfused: spatial_stage maps must be 0, 1 or 2, got ", maps_kind);
-  if (x.scalar_type() == at::kDouble) return spatial_stage<double>(x, ca, weight, bias, maps_kind, hard);
-  return spatial_stage<float>(x, ca, weight, bias, maps_kind, hard);
+  if (x.scalar_type() == at::kDouble)
+    return spatial_stage<double>(x, ca, weight, bias, maps_kind, hard, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
+  return spatial_stage<float>(x, ca, weight, bias, maps_kind, hard, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
 }
 #endif  // ATTNFUSED_CUDA_EMU
 
@@ -601,8 +773,11 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
         "bool want_b1, bool want_b2, int act, int gate) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 #ifndef ATTNFUSED_CUDA_EMU
   // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
-  m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("channel_stage(Tensor x, int pool, bool conv, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, int act, "
+        "int gate, bool want_arg) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard, int pool=-1, "
+        "bool conv=False, Tensor? w1=None, Tensor? b1=None, Tensor? w2=None, Tensor? b2=None, int act=0, int gate=0, "
+        "bool want_arg=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 #endif
 }
 
@@ -617,6 +792,7 @@ TORCH_LIBRARY_IMPL(ATTNFUSED_OPS, CPU, m) {
   m.impl("fc_gate", &attnfused::fc_gate_op);
   m.impl("fc_gate_backward", &attnfused::fc_gate_backward_op);
 #ifndef ATTNFUSED_CUDA_EMU
+  m.impl("channel_stage", &attnfused::channel_stage_op);
   m.impl("spatial_stage", &attnfused::spatial_stage_op);
 #endif
 }

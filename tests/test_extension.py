@@ -4,6 +4,7 @@ and its ops refuse bad input with an error instead of reading out of bounds."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import pytest
 import torch
@@ -56,10 +57,22 @@ def _x(*shape, dtype=torch.float32):
         (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 2, False), "weight"),
         (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 3, False), "maps"),
         (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(5), _x(1, 2, 3, 3), None, 0, False), "6 elements"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 3, True, _x(1, 1, 3), None, None, None, 0, 0, True), "pool"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 0, True, _x(1, 1, 2), None, None, None, 0, 0, True), "k odd"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 0, False, _x(2, 3), None, None, None, 0, 0, True), "needs w2"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 2, False, _x(2, 3), None, _x(3, 3), None, 0, 0, True),
+         "w2 \\[C, R\\]"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 0, False, _x(2, 3), None, _x(3, 2), None, 2, 0, True), "act"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 0, True, _x(1, 1, 3), None, None, None, 0, 2, True), "gate"),
+        (lambda: ops.channel_stage(_x(2, 3, 4, 4), 0, True, _x(1, 1, 3).double(), None, None, None, 0, 0, True),
+         "accumulation dtype"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 0, False, 0, True, _x(1, 1, 3)),
+         "not both"),
     ],
     ids=["not-4d", "int-dtype", "x-shape", "small-numel", "small-dtype", "dm-without-amc", "max-of-dot",
          "non-contiguous", "dmax-without-amp", "like-dtype", "stage-even-kernel", "stage-maps-weight",
-         "stage-maps-kind", "stage-ca-shape"],
+         "stage-maps-kind", "stage-ca-shape", "cstage-pool", "cstage-even-kernel", "cstage-no-w2",
+         "cstage-w2-shape", "cstage-act", "cstage-gate", "cstage-weight-dtype", "stage-ca-and-gate"],
 )
 def test_ops_refuse_bad_input(call, match):
     if not extension_status()["built"]:
@@ -298,6 +311,208 @@ def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca,
     torch.testing.assert_close(y, y_ref, rtol=1e-6 if dtype != torch.bfloat16 else 8e-3, atol=0)
 
 
+def _record_calls(monkeypatch, owner, name: str, record, calls: Optional[list] = None) -> list:
+    """Wraps ``owner.name`` (for the test) so that each call appends ``record(args, kwargs, result)``
+    to ``calls`` (a new list if None), which it returns."""
+    calls = [] if calls is None else calls
+    real = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(record(args, kwargs, out))
+        return out
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def _check_cpu_block(block: str, shape: tuple) -> None:
+    """A block (tests/helpers.py's BLOCKS) on the "cpu" backend against the reference: y, dx and the
+    weight gradients, fp32 NCHW."""
+    from helpers import assert_close, make_block, make_input, run_fwd_bwd
+
+    m = make_block(block, shape[1], torch.float32)
+    x = make_input(shape, torch.float32, "nchw")
+    dy = make_input(x.shape, torch.float32, "nchw", seed=2)
+    got, want = run_fwd_bwd(m, x, "cpu", dy), run_fwd_bwd(m, x, "reference", dy)
+    assert_close(got[0], want[0], torch.float32, "y")
+    assert_close(got[1], want[1], torch.float32, "dx")
+    for k in want[2]:
+        assert_close(got[2][k], want[2][k], torch.float32, k)
+
+
+_CHANNEL_STAGE_GATES = {  # name: ChannelSpec arguments
+    "fc-relu": dict(gate="fc"),
+    "fc-silu-hard": dict(gate="fc", act="silu", gate_fn="hard_sigmoid"),
+    "conv": dict(gate="conv"),
+    "conv-hard": dict(gate="conv", gate_fn="hard_sigmoid"),
+}
+
+
+def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k: int, bias: str):
+    """(ChannelSpec, x [3, 21, 9, 7], the gate's weights in the accumulation dtype, that dtype, x's
+    memory format) for the channel stage tests: a k-tap conv, or an fc gate with R = 5 and one bias."""
+    from attnfused.spec import ChannelSpec
+
+    cs = ChannelSpec(pool=pool, **_CHANNEL_STAGE_GATES[gate])
+    b, c, h, w, r = 3, 21, 9, 7, 5
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    x = torch.randn(b, c, h, w).to(dtype).contiguous(memory_format=fmt)
+    if cs.gate == "conv":
+        return cs, x, {"w1": torch.randn(1, 1, k, dtype=acc), "b1": None, "w2": None, "b2": None}, acc, fmt
+    wts = {"w1": torch.randn(r, c, dtype=acc), "b1": None, "w2": torch.randn(c, r, dtype=acc), "b2": None}
+    wts[bias] = torch.randn(r if bias == "b1" else c, dtype=acc)
+    return cs, x, wts, acc, fmt
+
+
+@_needs_ext
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("pool", ["avg", "max", "avgmax"])
+@pytest.mark.parametrize("gate", list(_CHANNEL_STAGE_GATES))
+def test_channel_stage_matches_the_separate_passes(gate, pool, dtype, layout, monkeypatch):
+    """attnfused_C::channel_stage (SE's and ECA's forward, sample by sample) against pool_hw + the
+    gate + scale of the same provider, with the "fc" gate on the provider's kernels (the path it
+    replaces; the block tests check that one against the eager reference). The pools, argmax and
+    conv logits are the same bits; the sigmoids may round differently (aten's vector and scalar
+    loops split a row differently), so the rest to within an ulp or two."""
+    from attnfused.kernels.extension import CPU
+    from attnfused.ops import _gates
+
+    monkeypatch.setattr(CPU, "fc_gate_max_rows", None)  # the reference's gate on the same kernels
+    cs, x, wts, acc, fmt = _channel_stage_case(gate, pool, dtype, layout, k=5, bias="b1")
+    y, avg, mx, amp, ca, z, hid = CPU.ops.channel_stage(
+        x, ("avg", "max", "avgmax").index(pool), cs.gate == "conv", wts["w1"], wts["b1"], wts["w2"], wts["b2"],
+        ("relu", "silu").index(cs.act), ("sigmoid", "hard_sigmoid").index(cs.gate_fn), True,
+    )
+    use_max = pool != "avg"
+    avg_ref, mx_ref, amp_ref = CPU.pool_hw(x, use_max)
+    ca_ref, z_ref, h_ref = _gates.channel_forward(avg_ref if pool != "max" else None, mx_ref, cs, wts, CPU)
+    y_ref = CPU.scale(x, ca_ref, None)
+    assert torch.equal(avg, avg_ref)
+    if use_max:
+        assert torch.equal(mx, mx_ref) and torch.equal(amp, amp_ref)
+    else:
+        assert mx.numel() == 0 and amp.numel() == 0
+    ulp = 5e-7 if acc == torch.float32 else 1e-15
+    if cs.gate == "fc":
+        torch.testing.assert_close(hid, h_ref, rtol=0, atol=0)  # before any sigmoid
+        torch.testing.assert_close(z, z_ref, rtol=ulp if cs.act == "silu" else 0, atol=ulp)
+    else:
+        assert hid.numel() == 0 and torch.equal(z, z_ref)
+    torch.testing.assert_close(ca, ca_ref, rtol=ulp, atol=ulp)
+    assert y.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6 if dtype != torch.bfloat16 else 8e-3, atol=0)
+
+
+@_needs_ext
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("gate, pool", [("fc-relu", "avgmax"), ("conv", "avgmax"), ("fc-silu-hard", "avg"), ("conv-hard", "max")])
+def test_spatial_stage_with_the_channel_stage_matches_the_passes(gate, pool, dtype, layout, monkeypatch):
+    """attnfused_C::spatial_stage with CBAM's channel stage inside its per-sample loop against
+    pool_hw + the channel gate + pool_c + the spatial gate + scale (same provider, fc gate on its
+    kernels): the channel outputs as in test_channel_stage_matches_the_separate_passes, then the
+    spatial ones."""
+    from attnfused.kernels.extension import CPU
+    from attnfused.ops import _gates
+    from attnfused.spec import SpatialSpec
+
+    monkeypatch.setattr(CPU, "fc_gate_max_rows", None)
+    cs, x, wts, acc, fmt = _channel_stage_case(gate, pool, dtype, layout, k=3, bias="b2")
+    ss = SpatialSpec(maps="max_mean")
+    weight = torch.randn(1, 2, 7, 7, dtype=acc)
+    y, mp, amc, sa, z, avg, mx, amp, ca, zc, hid = CPU.spatial_stage(x, None, weight, None, ss.maps, False,
+                                                                      channel=(cs, wts, True))
+    use_max = pool != "avg"
+    avg_ref, mx_ref, amp_ref = CPU.pool_hw(x, use_max)
+    ca_ref, zc_ref, h_ref = _gates.channel_forward(avg_ref if pool != "max" else None, mx_ref, cs, wts, CPU)
+    assert torch.equal(avg, avg_ref) and (not use_max or (torch.equal(mx, mx_ref) and torch.equal(amp, amp_ref)))
+    ulp = 5e-7 if acc == torch.float32 else 1e-15
+    torch.testing.assert_close(ca, ca_ref, rtol=ulp, atol=ulp)
+    torch.testing.assert_close(zc, zc_ref, rtol=ulp, atol=ulp)
+    if cs.gate == "fc":
+        assert torch.equal(hid, h_ref)
+    # the spatial half from the stage's own ca (the gate's last ulp is the channel test's business)
+    y_ref, mp_ref, amc_ref, sa_ref, z_ref = CPU.spatial_stage(x, ca, weight, None, ss.maps, False)
+    assert torch.equal(mp, mp_ref) and torch.equal(amc, amc_ref) and torch.equal(z, z_ref) and torch.equal(sa, sa_ref)
+    assert y.is_contiguous(memory_format=fmt) and torch.equal(y, y_ref)
+
+
+@_needs_ext
+@pytest.mark.parametrize("want_arg", [True, False])
+def test_channel_stage_max_without_argmax(want_arg):
+    """No backward follows (for_backward False): the max pool skips its argmax, as pool_hw does."""
+    x = torch.randn(4, 6, 5, 5)
+    out = ops.channel_stage(x, 1, True, torch.randn(1, 1, 3), None, None, None, 0, 0, want_arg)
+    assert out[3].shape == ((4, 6) if want_arg else (0,))
+    assert torch.equal(out[2], x.amax((2, 3)))
+
+
+@_needs_ext
+def test_channel_stage_takes_the_blocks_it_should(monkeypatch):
+    """Which blocks run sample by sample on CPU: the gates the op has, whole samples per thread,
+    and "fc" weights no larger than a sample. Blocks the rule refuses run the passes."""
+    from attnfused.kernels.extension import channel_stage_applies
+    from attnfused.spec import ChannelSpec
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    conv = {"w1": torch.randn(1, 1, 3), "w2": None}
+
+    def fc(c, r):
+        return {"w1": torch.randn(r, c), "w2": torch.randn(c, r)}
+
+    x = torch.empty(8, 64, 8, 8)
+    assert channel_stage_applies(x, ChannelSpec(gate="conv"), conv)
+    assert not channel_stage_applies(x, ChannelSpec(gate="conv", conv_padding="circular"), conv)
+    assert not channel_stage_applies(x, ChannelSpec(gate="conv"), {"w1": torch.randn(1, 1, 4), "w2": None})
+    assert not channel_stage_applies(x, ChannelSpec(gate="conv", pool="avgmax_mean"), conv)
+    assert not channel_stage_applies(x, ChannelSpec(gate="linear"), {"w1": torch.randn(64, 64), "w2": None})
+    for batch, takes in [(1, False), (2, True), (3, False), (7, False), (8, True), (9, True)]:
+        assert channel_stage_applies(torch.empty(batch, 64, 8, 8), ChannelSpec(gate="conv"), conv) == takes, batch
+    # fc weights: 2 C R elements against C P (fp32 x): 2 R <= P
+    assert channel_stage_applies(x, ChannelSpec(), fc(64, 32))
+    assert not channel_stage_applies(x, ChannelSpec(), fc(64, 33))
+    assert not channel_stage_applies(x.to(torch.bfloat16), ChannelSpec(), fc(64, 32))
+    # ResNet-50's stages at C / 16: all but 7^2
+    for c, p, takes in [(256, 56, True), (512, 28, True), (1024, 14, True), (2048, 7, False)]:
+        assert channel_stage_applies(torch.empty(8, c, p, p), ChannelSpec(), fc(c, c // 16)) == takes, c
+
+
+@_needs_ext
+@pytest.mark.parametrize("block, batch, staged", [
+    ("se_avg", 4, True), ("eca", 2, True), ("se_max", 3, False), ("cbam_fc", 3, True), ("cbam_conv", 1, True),
+])
+def test_blocks_use_the_channel_stage(block, batch, staged, monkeypatch):
+    """SE and ECA blocks on CPU run attnfused_C::channel_stage where the rule takes them, CBAM its
+    spatial stage with the channel stage inside whatever the batch (and all match the reference)."""
+    from attnfused.kernels.extension import CPU
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    calls = _record_calls(monkeypatch, CPU, "channel_stage", lambda args, kwargs, out: out is not None)
+    _record_calls(monkeypatch, CPU, "spatial_stage", lambda args, kwargs, out: ("spatial", "channel" in kwargs), calls)
+    _check_cpu_block(block, (batch, 16, 12, 12))
+    assert calls == ([staged] if not block.startswith("cbam") else [("spatial", staged)])
+
+
+@_needs_ext
+def test_fc_gate_size_rule_follows_the_machine(monkeypatch):
+    """The "cpu" provider's own "fc" gate kernels by default: not on Intel CPUs (MKL was as fast or
+    faster there), up to 64 stacked rows elsewhere; ATTNFUSED_CPU_FC_GATE=0 / 1 forces either."""
+    from attnfused.kernels import extension
+
+    monkeypatch.delenv("ATTNFUSED_CPU_FC_GATE", raising=False)
+    for vendor, rows in [("GenuineIntel", 0), ("AuthenticAMD", 64), ("", 64)]:
+        monkeypatch.setattr(extension, "_cpu_vendor", lambda v=vendor: v)
+        assert extension._default_fc_gate_max_rows() == rows, vendor
+        for forced, want in [("0", 0), ("1", 64)]:
+            monkeypatch.setenv("ATTNFUSED_CPU_FC_GATE", forced)
+            assert extension._default_fc_gate_max_rows() == want
+        monkeypatch.delenv("ATTNFUSED_CPU_FC_GATE")
+    assert extension._cpu_vendor() in ("", "GenuineIntel", "AuthenticAMD") or extension._cpu_vendor().isprintable()
+
+
 @_needs_ext
 @pytest.mark.parametrize(
     "var, hooks",
@@ -305,15 +520,18 @@ def test_spatial_stage_matches_the_separate_passes(maps, gate_fn, bias, with_ca,
         ("ATTNFUSED_CUDA_GATE_CONV", ("CUDA.gate_conv", "CUDA.gate_conv_backward")),
         ("ATTNFUSED_CUDA_FC_GATE", ("CUDA.fc_gate", "CUDA.fc_gate_backward")),
         ("ATTNFUSED_CPU_FC_GATE", ("CPU.fc_gate", "CPU.fc_gate_backward")),
+        ("ATTNFUSED_CPU_STAGES", ("CPU.channel_stage", "CPU.spatial_stage")),
     ],
 )
 def test_gate_kernel_switches(var, hooks):
     """The providers' gates use their own kernels unless ``var=0`` (read at import), which hands
-    them back to the libraries (F.conv*d, F.linear); the other switches' hooks stay as they are."""
+    them back to the libraries (F.conv*d, F.linear), and the CPU forwards run sample by sample
+    unless ATTNFUSED_CPU_STAGES=0; the other switches' hooks stay as they are."""
     import subprocess
     import sys
 
     names = [f"{p}.{h}" for p in ("CUDA", "CPU") for h in ("gate_conv", "gate_conv_backward", "fc_gate", "fc_gate_backward")]
+    names += ["CPU.channel_stage", "CPU.spatial_stage"]
     code = "from attnfused.kernels.extension import CPU, CUDA\nprint(" + ", ".join(f"{n} is None" for n in names) + ")\n"
     for value in ("0", "1"):
         env = dict(os.environ, **{var: value})
@@ -345,29 +563,14 @@ def test_cpu_fc_gate_matches_autograd(case, dtype):
 @pytest.mark.parametrize("batch", [32, 33], ids=["64-rows-own-kernels", "66-rows-mkl"])
 def test_cpu_fc_gate_hands_many_rows_to_mkl(batch, monkeypatch):
     """CBAM-FC stacks 2 B rows into its gate: the "cpu" provider runs its own products up to
-    fc_gate_max_rows (64) and aten's (MKL) above; both paths match the reference."""
+    fc_gate_max_rows (64 where it is not 0) and aten's (MKL) above; both paths match the reference."""
     from attnfused.kernels.extension import CPU
     from attnfused.ops import _gates
-    from helpers import assert_close, make_block, make_input, run_fwd_bwd
 
-    used = []
-    real = _gates._fused_fc_gate
-
-    def spy(*args):
-        fused = real(*args)
-        used.append(fused is not None)
-        return fused
-
-    monkeypatch.setattr(_gates, "_fused_fc_gate", spy)
-    m = make_block("cbam_fc", 16, torch.float32)
-    x = make_input((batch, 16, 3, 3), torch.float32, "nchw")
-    dy = make_input(x.shape, torch.float32, "nchw", seed=2)
-    got, want = run_fwd_bwd(m, x, "cpu", dy), run_fwd_bwd(m, x, "reference", dy)
-    assert CPU.fc_gate_max_rows == 64 and used == [batch <= 32] * 2  # forward, backward
-    assert_close(got[0], want[0], torch.float32, "y")
-    assert_close(got[1], want[1], torch.float32, "dx")
-    for k in want[2]:
-        assert_close(got[2][k], want[2][k], torch.float32, k)
+    used = _record_calls(monkeypatch, _gates, "_fused_fc_gate", lambda args, kwargs, out: out is not None)
+    monkeypatch.setattr(CPU, "fc_gate_max_rows", 64)  # the AMD rule (on Intel the default is 0: MKL)
+    _check_cpu_block("cbam_fc", (batch, 16, 3, 3))
+    assert used == [batch <= 32] * 2  # forward, backward
 
 
 def check_fc_gate_refuses_bad_arguments(gate_ops) -> None:

@@ -4,10 +4,11 @@ The extension registers torch ops in the ``attnfused_C`` namespace, each with a 
 built with nvcc) a CUDA kernel: ``reduce_hw`` (pool_hw, dot_hw), ``reduce_c`` (pool_c, dot_c),
 ``pointwise`` (scale, grad_input) and the gates' thin convolutions, ``gate_conv`` and
 ``gate_conv_backward`` (one output channel; ECA's 1-D conv and CBAM's spatial conv), and the "fc"
-channel gate (SE's and CBAM's MLP), ``fc_gate`` and ``fc_gate_backward``; plus a CPU-only one,
-``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale) run
-sample by sample so that the scale's read of ``x`` hits cache (used by
-:mod:`attnfused.ops.attention` without a spatial BatchNorm). This module adapts them to
+channel gate (SE's and CBAM's MLP), ``fc_gate`` and ``fc_gate_backward``; plus two CPU-only ones
+that run a forward sample by sample so that the scale's read of ``x`` hits cache (used by
+:mod:`attnfused.ops.attention`): ``channel_stage``, SE's and ECA's forward (pool_hw, gate, scale),
+and ``spatial_stage``, CBAM's spatial forward (pool_c, maps, conv, gate, scale; without a spatial
+BatchNorm). This module adapts them to
 :class:`~attnfused.kernels.KernelProvider` (semantics and traffic in :mod:`attnfused.kernels`); the
 C++ entry points are in ``csrc/ops.cpp``, the kernels in ``csrc/cpu/`` and ``csrc/cuda/``.
 """
@@ -153,28 +154,114 @@ def _without_gate_conv(provider: ExtensionProvider) -> ExtensionProvider:
     return provider
 
 
+def _cpu_vendor() -> str:
+    """The CPU's vendor string as Linux reports it ("GenuineIntel", "AuthenticAMD", ...), "" if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _default_fc_gate_max_rows() -> int:
+    """How many stacked rows the "cpu" provider's own "fc" gate kernels take (MKL's above).
+
+    Timed with ``benchmarks/fc_gate_bench.py --device cpu`` (fp32, C = 1024 / 2048, R = C / 16, 2
+    threads): on an AMD EPYC (Zen 3) VM they were 1.4-2.5x faster than MKL per direction at 8-16
+    rows, 1.0-1.2x forward + backward at 32-64, 1.2-1.6x slower at 128-256
+    (benchmarks/results/cpu-2026-12-02-amd/fc_gate); on an Intel Xeon (AVX-512) VM MKL was as fast at
+    8 rows and 1.3-2.7x faster from 16 (benchmarks/results/cpu-2026-12-02-intel-s11/fc_gate; the kernels
+    use AVX2 without FMA so that their sums do not depend on the machine). MKL picks its fast paths
+    on Intel CPUs only, so: 0 (MKL always) on Intel, 64 elsewhere. ``ATTNFUSED_CPU_FC_GATE=0`` / ``1``
+    forces MKL / the kernels (up to 64 rows)."""
+    forced = os.environ.get("ATTNFUSED_CPU_FC_GATE")
+    if forced in ("0", "1"):
+        return 64 if forced == "1" else 0
+    return 0 if _cpu_vendor() == "GenuineIntel" else 64
+
+
 class CPUExtensionProvider(ExtensionProvider):
     """The "cpu" provider: the passes, the gates' thin convolutions (``csrc/cpu/gate_conv.cpp``:
     oneDNN is slow on them), the "fc" channel gate (``csrc/cpu/fc_gate.cpp``: one op per direction
     where F.linear and aten's elementwise ops take 4-6 forward and ~10 backward, its products
-    written for the gate's few rows, on which MKL's GEMMs were slow on some machines), and CBAM's
-    fused spatial stage."""
+    written for the gate's few rows, on which MKL's GEMMs were slow on AMD machines), and the
+    forwards' sample-by-sample stages (``csrc/cpu/stages.cpp``)."""
 
-    # The "fc" gate's products run here up to this many stacked rows (n B: batch 64 for SE, 32 for
-    # CBAM), MKL's above (attnfused/ops/_gates.py). fp32, C = 1024 / 2048, R = C / 16, 2 threads of an
-    # AMD EPYC (Zen 3) VM (benchmarks/fc_gate_bench.py --device cpu, benchmarks/results/
-    # cpu-2026-12-02-amd/fc_gate): 1.4-2.5x faster than MKL per direction at 8-16 rows, 1.0-1.2x
-    # forward + backward at 32-64, 1.2-1.6x slower at 128-256. Not timed on an Intel machine.
-    fc_gate_max_rows: Optional[int] = 64
+    # The "fc" gate's own kernels run up to this many stacked rows (n B), MKL's above
+    # (attnfused/ops/_gates.py); 0: always MKL. Machine-dependent: _default_fc_gate_max_rows.
+    fc_gate_max_rows: Optional[int] = _default_fc_gate_max_rows()
+
+    def channel_stage(self, x: Tensor, cs, w: dict, want_arg: bool) -> Optional[tuple[Tensor, ...]]:
+        """SE's and ECA's forward sample by sample (``csrc/cpu/stages.cpp``): ``(y, avg, mx, amp, ca,
+        z, h)`` equal to pool_hw + :func:`attnfused.ops._gates.channel_forward` + scale (``avg`` always
+        filled, ``mx`` / ``amp`` empty without a max pool, ``amp`` also without ``want_arg``, ``h``
+        empty but for the "fc" gate), each sample's second read of ``x`` from its core's cache. None
+        where this schedule does not apply (:func:`channel_stage_applies`): the caller runs the passes."""
+        if not channel_stage_applies(x, cs, w):
+            return None
+        return self.ops.channel_stage(x, *_channel_stage_args(cs, w), want_arg)
+
+    def stage_takes_gate(self, x: Tensor, cs, w: dict) -> bool:
+        """:func:`stage_takes_gate`: whether :meth:`spatial_stage` can run this channel gate too."""
+        return stage_takes_gate(x, cs, w)
 
     def spatial_stage(
-        self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/spatial_stage.cpp):
+        self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool,
+        channel: Optional[tuple] = None,
+    ) -> tuple[Tensor, ...]:
+        """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/stages.cpp):
         ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
-        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``."""
+        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``. ``channel``:
+        ``(cs, w, want_arg)`` to run CBAM's channel stage first for each sample as well (``ca``
+        None; where :func:`stage_takes_gate` allows it), which adds :meth:`channel_stage`'s ``(avg,
+        mx, amp, ca, z, h)`` to the tuple."""
         kind = ("max_mean", "mean_max", "half_sum").index(maps)
-        return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)
+        if channel is None:
+            return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)[:5]
+        cs, w, want_arg = channel
+        return self.ops.spatial_stage(x, None, weight, bias, kind, hard, *_channel_stage_args(cs, w), want_arg)
+
+
+def _channel_stage_args(cs, w: dict) -> tuple:
+    """The channel gate's arguments of attnfused_C::channel_stage / spatial_stage (pool ... gate)."""
+    fc = cs.gate == "fc"
+    return (
+        ("avg", "max", "avgmax").index(cs.pool), not fc, w["w1"].contiguous(), w["b1"],
+        w["w2"].contiguous() if fc else None, w["b2"], _ACTS.index(cs.act), _GATE_FNS.index(cs.gate_fn),
+    )
+
+
+def stage_takes_gate(x: Tensor, cs, w: dict) -> bool:
+    """Whether a sample-by-sample stage can run this channel gate: the gates it has (the "fc" gate,
+    the zero-padded 1-D conv with an odd kernel; pools avg, max, avgmax), and for the "fc" gate
+    weights no larger than a sample (each sample's gate reads both of them). That takes ResNet-50's
+    stages (R = C / 16, fp32) but 7^2, where they are 5x a sample: SE avg forward at batch 8 on the
+    Intel dev VM, same process, passes vs sample by sample: 0.51 -> 0.46 ms at 14^2 (weights 0.64x
+    a sample), 0.40 -> 0.76 ms at 7^2."""
+    if cs.pool not in ("avg", "max", "avgmax"):
+        return False
+    if cs.gate == "conv":
+        return cs.conv_padding == "zeros" and w["w1"].shape[-1] % 2 == 1
+    if cs.gate != "fc" or w["w2"] is None:
+        return False
+    b, c, h, wd = x.shape
+    weight_bytes = (w["w1"].numel() + w["w2"].numel()) * w["w1"].element_size()
+    return weight_bytes <= c * h * wd * x.element_size()
+
+
+def channel_stage_applies(x: Tensor, cs, w: dict) -> bool:
+    """Whether :meth:`CPUExtensionProvider.channel_stage` takes this block: :func:`stage_takes_gate`,
+    and every thread with the same number of samples or at least four each (a task owns whole
+    samples: B = 3 on 2 threads would leave one idle a third of the time; CBAM's spatial stage runs
+    sample by sample whatever the batch)."""
+    b = x.shape[0]
+    threads = torch.get_num_threads()
+    if b == 0 or (b % threads and b < 4 * threads):
+        return False
+    return stage_takes_gate(x, cs, w)
 
 
 class CUDAExtensionProvider(ExtensionProvider):
@@ -194,10 +281,14 @@ def _without_fc_gate(provider: ExtensionProvider) -> ExtensionProvider:
 # against each other: ATTNFUSED_CUDA_GATE_CONV=0 keeps F.conv*d (cuDNN) for the gates'
 # convolutions (csrc/cuda/gate_conv.cu), ATTNFUSED_CUDA_FC_GATE=0 keeps F.linear (cuBLAS) and
 # aten's elementwise ops for the "fc" gate (csrc/cuda/fc_gate.cu), ATTNFUSED_CPU_FC_GATE=0 the
-# same on CPU (MKL; csrc/cpu/fc_gate.cpp).
+# same on CPU (MKL; csrc/cpu/fc_gate.cpp; =1 its kernels even on Intel CPUs), ATTNFUSED_CPU_STAGES=0
+# runs the CPU forwards as whole-batch passes instead of sample by sample (csrc/cpu/stages.cpp).
 CPU = CPUExtensionProvider("cpu", "cpu")
 if os.environ.get("ATTNFUSED_CPU_FC_GATE") == "0":
     _without_fc_gate(CPU)
+if os.environ.get("ATTNFUSED_CPU_STAGES") == "0":
+    CPU.channel_stage = None  # type: ignore[assignment]
+    CPU.spatial_stage = None  # type: ignore[assignment]
 CUDA = CUDAExtensionProvider("cuda", "cuda")
 if os.environ.get("ATTNFUSED_CUDA_GATE_CONV") == "0":
     _without_gate_conv(CUDA)

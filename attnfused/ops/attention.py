@@ -169,21 +169,28 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_, for_backward: bool = True) -> tup
     b, c, h, w = x.shape
     ca = sa = None
     with _no_autocast(x):
-        if cs is not None:
-            avg, mx, amp = kern.pool_hw(x, use_max, want_arg=for_backward)
-            ca, out["zc"], hid = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
-            out["ca"] = ca
-            if hid is not None:
-                out["hid"] = hid
-            if use_avg:
-                out["avg"] = avg
-            if use_max:
-                out["mx"], out["amp"] = mx, amp
+        channel_stage = getattr(kern, "channel_stage", None) if cs is not None and ss is None else None
+        staged = channel_stage(x, cs, cw, for_backward) if channel_stage is not None else None
+        if staged is not None:  # the CPU provider: pool_hw, gate and scale per sample (one call)
+            y, avg, mx, amp, ca, zc, hid = staged
+            _keep_channel(out, cs, avg, mx, amp if for_backward else None, ca, zc, hid if cs.gate == "fc" else None)
+            return y, out
         fused_spatial = getattr(kern, "spatial_stage", None) if ss is not None and not ss.norm else None
+        # The CPU provider's CBAM: the channel stage inside the spatial stage's per-sample loop too.
+        channel_too = fused_spatial is not None and cs is not None and kern.stage_takes_gate(x, cs, cw)
+        if cs is not None and not channel_too:
+            avg, mx, amp = kern.pool_hw(x, use_max, want_arg=for_backward)
+            ca, zc, hid = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
+            _keep_channel(out, cs, avg, mx, amp, ca, zc, hid)
         if fused_spatial is not None:  # the CPU provider: pool_c, gate and scale per sample (one call)
-            y, maps, amc, sa, out["zs"] = fused_spatial(
-                x, ca, sw_["weight"], sw_["bias"], ss.maps, ss.gate_fn == "hard_sigmoid"
-            )
+            hard = ss.gate_fn == "hard_sigmoid"
+            if channel_too:
+                y, maps, amc, sa, out["zs"], avg, mx, amp, ca, zc, hid = fused_spatial(
+                    x, None, sw_["weight"], sw_["bias"], ss.maps, hard, channel=(cs, cw, for_backward)
+                )
+                _keep_channel(out, cs, avg, mx, amp if for_backward else None, ca, zc, hid if cs.gate == "fc" else None)
+            else:
+                y, maps, amc, sa, out["zs"] = fused_spatial(x, ca, sw_["weight"], sw_["bias"], ss.maps, hard)
             out.update(sa=sa, maps=maps, amc=amc)
         elif ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
@@ -196,6 +203,18 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_, for_backward: bool = True) -> tup
     if fused_spatial is None:
         y = kern.scale(x, ca, sa)
     return y, out
+
+
+def _keep_channel(out: dict, cs: ChannelSpec, avg, mx, amp, ca: Tensor, zc: Tensor, hid: Optional[Tensor]) -> None:
+    """The channel stage's outputs backward reads, into ``out`` (the pools the gate uses)."""
+    use_avg, use_max = _pools(cs)
+    out.update(ca=ca, zc=zc)
+    if hid is not None:
+        out["hid"] = hid
+    if use_avg:
+        out["avg"] = avg
+    if use_max:
+        out["mx"], out["amp"] = mx, amp
 
 
 def _no_autocast(x: Tensor):

@@ -1,0 +1,114 @@
+// The block forwards' stages on CPU, sample by sample: SE's and ECA's (pool_hw, the channel gate,
+// scale) and CBAM's spatial one (pool_c of x*ca, maps, conv, gate, scale). Run as separate
+// whole-batch passes, the pool and the scale each stream x from L3 or DRAM. Here a task owns whole
+// samples and runs the passes on one sample back to back: the scale re-reads a sample (1.6 MB at
+// 512 x 28 x 28 fp32) that the pool has just brought into the core's cache. Each pass is the
+// whole-batch kernel called on a one-sample slice (at::parallel_for inside a parallel region runs
+// inline), so the arithmetic, and the result, are those of the separate passes.
+#include <cmath>
+
+#include "../entry.h"
+#include "common.h"
+
+namespace attnfused {
+namespace cpu {
+namespace {
+
+View at_sample(View v, int64_t b, size_t bytes) {
+  v.data = static_cast<const char*>(v.data) + b * v.sb * static_cast<int64_t>(bytes);
+  return v;
+}
+
+// Sample b's channel part: its pool over P, then its gate.
+template <typename acc_t>
+void run_channel_part(DType dt, const ChannelPart<acc_t>& part, int64_t b) {
+  const int64_t C = part.pool.C;
+  ReduceArgs<acc_t> r = part.pool;
+  r.B = 1;
+  r.a = r.x = at_sample(part.pool.a, b, static_cast<size_t>(dtype_size(dt)));
+  r.out_sum += b * C;
+  if (r.out_max) r.out_max += b * C;
+  if (r.out_arg) r.out_arg += b * C;
+  reduce_hw(dt, r);
+  part.gate(part.gate_ctx, b);
+}
+
+}  // namespace
+
+template <typename acc_t>
+void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale) {
+  const int64_t C = scale.C;
+  const size_t bytes = static_cast<size_t>(dtype_size(dt));
+  at::parallel_for(0, scale.B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      run_channel_part(dt, channel, b);
+      PointwiseArgs<acc_t> w = scale;
+      w.B = 1;
+      w.a = at_sample(scale.a, b, bytes);
+      w.out = static_cast<char*>(scale.out) + b * scale.ob * static_cast<int64_t>(bytes);
+      w.t.ca += b * C;
+      pointwise(dt, w);
+    }
+  });
+}
+
+template <typename acc_t>
+void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<acc_t>& conv,
+                   const PointwiseArgs<acc_t>& scale, SpatialStageSpec spec, acc_t* maps, acc_t* z, acc_t* sa,
+                   const ChannelPart<acc_t>* channel) {
+  const int64_t C = pool.C, P = pool.P, M = conv.M;
+  const size_t bytes = static_cast<size_t>(dtype_size(dt));
+  at::parallel_for(0, pool.B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (channel) run_channel_part(dt, *channel, b);
+      ReduceArgs<acc_t> r = pool;  // max and mean over C of x*ca (mean: out_sum / divisor)
+      r.B = 1;
+      r.a = r.x = at_sample(pool.a, b, bytes);
+      if (r.t.ca) r.t.ca += b * C;
+      r.out_sum += b * P;
+      r.out_max += b * P;
+      r.out_arg += b * P;
+      reduce_c(dt, r);
+      acc_t* mb = maps + b * M * P;
+      for (int64_t p = 0; p < P; ++p) {
+        const acc_t mx = r.out_max[p], mean = r.out_sum[p];
+        if (spec.maps == 2) {
+          mb[p] = acc_t(0.5) * (mean + mx);
+        } else {
+          mb[p] = spec.maps == 0 ? mx : mean;
+          mb[P + p] = spec.maps == 0 ? mean : mx;
+        }
+      }
+      GateConvArgs<acc_t> g = conv;
+      g.B = 1;
+      g.in = mb;
+      acc_t* zb = z + b * P;
+      gate_conv(g, zb);
+      acc_t* sb = sa + b * P;
+      for (int64_t p = 0; p < P; ++p) {
+        const acc_t v = zb[p];
+        sb[p] = spec.hard ? std::min(std::max(v + acc_t(3), acc_t(0)), acc_t(6)) / acc_t(6)
+                          : acc_t(1) / (acc_t(1) + std::exp(-v));
+      }
+      PointwiseArgs<acc_t> w = scale;
+      w.B = 1;
+      w.a = at_sample(scale.a, b, bytes);
+      w.out = static_cast<char*>(scale.out) + b * scale.ob * static_cast<int64_t>(bytes);
+      if (w.t.ca) w.t.ca += b * C;
+      w.t.sa = sb;
+      pointwise(dt, w);
+    }
+  });
+}
+
+template void channel_stage<float>(DType, const ChannelPart<float>&, const PointwiseArgs<float>&);
+template void channel_stage<double>(DType, const ChannelPart<double>&, const PointwiseArgs<double>&);
+template void spatial_stage<float>(DType, const ReduceArgs<float>&, const GateConvArgs<float>&,
+                                   const PointwiseArgs<float>&, SpatialStageSpec, float*, float*, float*,
+                                   const ChannelPart<float>*);
+template void spatial_stage<double>(DType, const ReduceArgs<double>&, const GateConvArgs<double>&,
+                                    const PointwiseArgs<double>&, SpatialStageSpec, double*, double*, double*,
+                                    const ChannelPart<double>*);
+
+}  // namespace cpu
+}  // namespace attnfused
