@@ -174,9 +174,10 @@ def _default_fc_gate_max_rows() -> int:
     rows, 1.0-1.2x forward + backward at 32-64, 1.2-1.6x slower at 128-256
     (benchmarks/results/cpu-2026-12-02-amd/fc_gate); on an Intel Xeon (AVX-512) VM MKL was as fast at
     8 rows and 1.3-2.7x faster from 16 (benchmarks/results/cpu-2026-12-02-intel-s11/fc_gate; the kernels
-    use AVX2 without FMA so that their sums do not depend on the machine). MKL picks its fast paths
-    on Intel CPUs only, so: 0 (MKL always) on Intel, 64 elsewhere. ``ATTNFUSED_CPU_FC_GATE=0`` / ``1``
-    forces MKL / the kernels (up to 64 rows)."""
+    use AVX2 without FMA so that their sums do not depend on the machine). The rule goes by vendor,
+    what told the two measured machines apart (MKL chooses its code paths by CPU; other x86 CPUs,
+    e.g. AMD ones with AVX-512, are unmeasured): 0 (MKL always) on Intel, 64 elsewhere.
+    ``ATTNFUSED_CPU_FC_GATE=0`` / ``1`` forces MKL / the kernels (up to 64 rows)."""
     forced = os.environ.get("ATTNFUSED_CPU_FC_GATE")
     if forced in ("0", "1"):
         return 64 if forced == "1" else 0

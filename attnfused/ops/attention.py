@@ -172,12 +172,12 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_, for_backward: bool = True) -> tup
         channel_stage = getattr(kern, "channel_stage", None) if cs is not None and ss is None else None
         staged = channel_stage(x, cs, cw, for_backward) if channel_stage is not None else None
         if staged is not None:  # the CPU provider: pool_hw, gate and scale per sample (one call)
-            y, avg, mx, amp, ca, zc, hid = staged
-            _keep_channel(out, cs, avg, mx, amp if for_backward else None, ca, zc, hid if cs.gate == "fc" else None)
-            return y, out
+            _keep_staged_channel(out, cs, staged[1:], for_backward)
+            return staged[0], out
         fused_spatial = getattr(kern, "spatial_stage", None) if ss is not None and not ss.norm else None
         # The CPU provider's CBAM: the channel stage inside the spatial stage's per-sample loop too.
-        channel_too = fused_spatial is not None and cs is not None and kern.stage_takes_gate(x, cs, cw)
+        takes_gate = getattr(kern, "stage_takes_gate", None) if fused_spatial is not None and cs is not None else None
+        channel_too = takes_gate is not None and takes_gate(x, cs, cw)
         if cs is not None and not channel_too:
             avg, mx, amp = kern.pool_hw(x, use_max, want_arg=for_backward)
             ca, zc, hid = _gates.channel_forward(avg if use_avg else None, mx, cs, cw, kern)
@@ -185,10 +185,10 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_, for_backward: bool = True) -> tup
         if fused_spatial is not None:  # the CPU provider: pool_c, gate and scale per sample (one call)
             hard = ss.gate_fn == "hard_sigmoid"
             if channel_too:
-                y, maps, amc, sa, out["zs"], avg, mx, amp, ca, zc, hid = fused_spatial(
+                y, maps, amc, sa, out["zs"], *channel = fused_spatial(
                     x, None, sw_["weight"], sw_["bias"], ss.maps, hard, channel=(cs, cw, for_backward)
                 )
-                _keep_channel(out, cs, avg, mx, amp if for_backward else None, ca, zc, hid if cs.gate == "fc" else None)
+                _keep_staged_channel(out, cs, channel, for_backward)
             else:
                 y, maps, amc, sa, out["zs"] = fused_spatial(x, ca, sw_["weight"], sw_["bias"], ss.maps, hard)
             out.update(sa=sa, maps=maps, amc=amc)
@@ -215,6 +215,13 @@ def _keep_channel(out: dict, cs: ChannelSpec, avg, mx, amp, ca: Tensor, zc: Tens
         out["avg"] = avg
     if use_max:
         out["mx"], out["amp"] = mx, amp
+
+
+def _keep_staged_channel(out: dict, cs: ChannelSpec, staged, for_backward: bool) -> None:
+    """:func:`_keep_channel` for a CPU stage's ``(avg, mx, amp, ca, zc, h)``, whose placeholders are
+    empty tensors: amp without a backward to come, h for gates other than "fc"."""
+    avg, mx, amp, ca, zc, hid = staged
+    _keep_channel(out, cs, avg, mx, amp if for_backward else None, ca, zc, hid if cs.gate == "fc" else None)
 
 
 def _no_autocast(x: Tensor):
