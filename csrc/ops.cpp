@@ -532,9 +532,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fc_gate_backward_op(
 }
 
 #ifndef ATTNFUSED_CUDA_EMU  // CPU only: not part of the emulator's build
-// One sample's channel gate inside channel_stage (below): what _gates.channel_forward computes for
-// row b, through the same kernels (fc_gate.cpp's products, gate_conv.cpp, aten's sigmoid), so the
-// same bits as the whole-batch ops: each output row depends only on its own input rows.
+// One sample's channel gate inside a stage (below): what _gates.channel_forward computes for row b,
+// through the kernels of the "cpu" provider's whole-batch gate ops (fc_gate.cpp's products,
+// gate_conv.cpp, aten's sigmoid), whose output rows each depend only on their own input rows. The
+// same values, but for the last bit where aten's sigmoid splits a row differently between its
+// vector and scalar loops, and where the whole-batch "fc" gate runs on MKL instead (Intel CPUs).
 template <typename acc_t>
 struct ChannelGateCtx {
   int64_t B, C, n;                   // n: stacked statistics (avg, then max)

@@ -4,7 +4,8 @@
 // samples and runs the passes on one sample back to back: the scale re-reads a sample (1.6 MB at
 // 512 x 28 x 28 fp32) that the pool has just brought into the core's cache. Each pass is the
 // whole-batch kernel called on a one-sample slice (at::parallel_for inside a parallel region runs
-// inline), so the arithmetic, and the result, are those of the separate passes.
+// inline), so the arithmetic, and the result, are those of the separate passes; the channel gate is
+// the caller's (ops.cpp, channel_gate_one).
 #include <cmath>
 
 #include "../entry.h"
