@@ -34,21 +34,27 @@ void run_channel_part(DType dt, const ChannelPart<acc_t>& part, int64_t b) {
   part.gate(part.gate_ctx, b);
 }
 
+// Sample b's scale into its slice of the output (``sa``: its spatial gate row, or null).
+template <typename acc_t>
+void scale_sample(DType dt, const PointwiseArgs<acc_t>& scale, int64_t b, const acc_t* sa) {
+  const int64_t bytes = dtype_size(dt);
+  PointwiseArgs<acc_t> w = scale;
+  w.B = 1;
+  w.a = at_sample(scale.a, b, static_cast<size_t>(bytes));
+  w.out = static_cast<char*>(scale.out) + b * scale.ob * bytes;
+  if (w.t.ca) w.t.ca += b * scale.C;
+  if (sa) w.t.sa = sa;
+  pointwise(dt, w);
+}
+
 }  // namespace
 
 template <typename acc_t>
 void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale) {
-  const int64_t C = scale.C;
-  const size_t bytes = static_cast<size_t>(dtype_size(dt));
   at::parallel_for(0, scale.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       run_channel_part(dt, channel, b);
-      PointwiseArgs<acc_t> w = scale;
-      w.B = 1;
-      w.a = at_sample(scale.a, b, bytes);
-      w.out = static_cast<char*>(scale.out) + b * scale.ob * static_cast<int64_t>(bytes);
-      w.t.ca += b * C;
-      pointwise(dt, w);
+      scale_sample<acc_t>(dt, scale, b, nullptr);
     }
   });
 }
@@ -91,13 +97,7 @@ void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<a
         sb[p] = spec.hard ? std::min(std::max(v + acc_t(3), acc_t(0)), acc_t(6)) / acc_t(6)
                           : acc_t(1) / (acc_t(1) + std::exp(-v));
       }
-      PointwiseArgs<acc_t> w = scale;
-      w.B = 1;
-      w.a = at_sample(scale.a, b, bytes);
-      w.out = static_cast<char*>(scale.out) + b * scale.ob * static_cast<int64_t>(bytes);
-      if (w.t.ca) w.t.ca += b * C;
-      w.t.sa = sb;
-      pointwise(dt, w);
+      scale_sample(dt, scale, b, sb);
     }
   });
 }
