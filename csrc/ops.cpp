@@ -453,6 +453,25 @@ template <typename acc_t>
 const acc_t* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<acc_t>() : nullptr;
 }
+
+// A tensor over ``len`` contiguous acc_t values the caller owns.
+template <typename acc_t>
+Tensor row_tensor(acc_t* p, int64_t len) {
+  return at::from_blob(p, {len}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+}
+
+// The "fc" gate's forward on the CPU kernels (fc_gate.cpp) into contiguous buffers: h [n B, R],
+// afold (scratch, [B, R]), z and ca [B, C]; the sigmoids are aten's.
+template <typename acc_t>
+void fc_gate_cpu(const FcGateArgs<acc_t>& a, acc_t* h, acc_t* afold, acc_t* z, acc_t* ca) {
+  cpu::fc_hidden(a, h);
+  const Tensor sig_h = fc_sigmoid_of_h(row_tensor(h, a.n * a.B * a.R), a.act);
+  cpu::fc_logits(a, h, ptr_or_null<acc_t>(sig_h), afold, z, ca);
+  if (a.gate == kGateSigmoid) {
+    Tensor ca_t = row_tensor(ca, a.B * a.C);
+    at::sigmoid_out(ca_t, row_tensor(z, a.B * a.C));
+  }
+}
 #endif
 
 // (ca [B, C], z [B, C], h [n B, R]).
@@ -465,11 +484,8 @@ std::tuple<Tensor, Tensor, Tensor> fc_gate_op(const Tensor& s, const Tensor& w1,
     Tensor z = at::empty({a.B, a.C}, s.options()), ca = at::empty_like(z);
 #ifndef ATTNFUSED_CUDA_EMU
     if (fc_gate_on_cpu(s)) {  // scratch: the folded activations [B, R]
-      cpu::fc_hidden(a, h.data_ptr<scalar_t>());
-      const Tensor sig_h = fc_sigmoid_of_h(h, a.act);
-      cpu::fc_logits(a, h.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(sig_h), scratch.data_ptr<scalar_t>(),
-                     z.data_ptr<scalar_t>(), ca.data_ptr<scalar_t>());
-      if (a.gate == kGateSigmoid) at::sigmoid_out(ca, z);
+      fc_gate_cpu(a, h.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                  ca.data_ptr<scalar_t>());
       return std::make_tuple(ca, z, h);
     }
 #endif
@@ -552,11 +568,6 @@ struct ChannelGateCtx {
 };
 
 template <typename acc_t>
-Tensor row_tensor(acc_t* p, int64_t len) {
-  return at::from_blob(p, {len}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
-}
-
-template <typename acc_t>
 void channel_gate_one(void* ctx, int64_t b) {
   const auto& g = *static_cast<const ChannelGateCtx<acc_t>*>(ctx);
   const int64_t C = g.C, n = g.n;
@@ -572,22 +583,20 @@ void channel_gate_one(void* ctx, int64_t b) {
     a.s = s.data();
     const int64_t R = a.R;
     std::vector<acc_t> h(n * R), afold(R);
-    cpu::fc_hidden(a, h.data());
-    const Tensor sig_h = fc_sigmoid_of_h(row_tensor(h.data(), n * R), a.act);
-    cpu::fc_logits(a, h.data(), ptr_or_null<acc_t>(sig_h), afold.data(), z, ca);
+    fc_gate_cpu(a, h.data(), afold.data(), z, ca);
     for (int64_t i = 0; i < n; ++i) std::copy(h.begin() + i * R, h.begin() + (i + 1) * R, g.h + (i * g.B + b) * R);
-  } else {
-    GateConvArgs<acc_t> c = g.conv_args;
-    c.B = n;
-    c.in = s.data();
-    std::vector<acc_t> zs(n * C);
-    cpu::gate_conv(c, zs.data());
-    for (int64_t k = 0; k < C; ++k) z[k] = n == 2 ? zs[k] + zs[C + k] : zs[k];  // avg's logits + max's
+    return;
   }
+  GateConvArgs<acc_t> c = g.conv_args;
+  c.B = n;
+  c.in = s.data();
+  std::vector<acc_t> zs(n * C);
+  cpu::gate_conv(c, zs.data());
+  for (int64_t k = 0; k < C; ++k) z[k] = n == 2 ? zs[k] + zs[C + k] : zs[k];  // avg's logits + max's
   Tensor ca_row = row_tensor(ca, C);
   if (g.gate_fn == kGateSigmoid) {
     at::sigmoid_out(ca_row, row_tensor(z, C));
-  } else if (g.conv) {  // (fc_logits wrote the fc gate's hard sigmoid)
+  } else {
     at::hardsigmoid_out(ca_row, row_tensor(z, C));
   }
 }
