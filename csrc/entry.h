@@ -121,10 +121,12 @@ struct ChannelPart {
 };
 
 // SE's and ECA's forward, one sample at a time: the channel part, then the scale (``scale``, t.ca
-// the gate's output). Each sample's passes run back to back on one core, so the scale's read of x
-// comes from cache.
+// the gate's output), so that the scale's read of x comes from cache. ``shared`` false: a task owns
+// whole samples, each on one core; true: the samples go one after another, each split over all the
+// threads by channel (the same channels to a thread in its pool and its scale), for samples larger
+// than one core's cache.
 template <typename acc_t>
-void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale);
+void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale, bool shared);
 
 // CBAM's spatial stage forward, one sample at a time: ``channel`` first where not null (CBAM's
 // channel stage; pool.t.ca and scale.t.ca are then its gate's output), then pool over C of

@@ -670,7 +670,7 @@ Tensor merged_view(const Tensor& x) { return hw_merges(x) ? x : x.contiguous(); 
 template <typename acc_t>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage(
     const Tensor& x, int64_t pool, bool conv, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
-    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg) {
+    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg, bool shared) {
   const Tensor xv = merged_view(x);
   ChannelStage<acc_t> st;
   st.setup(xv, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
@@ -681,18 +681,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage
                                                    std::nullopt, std::nullopt, std::nullopt, std::nullopt, keep_unused,
                                                    keep_unused);
     w.stream = y.numel() * y.element_size() >= cpu::kStreamBytes;
-    cpu::channel_stage(dtype_of(x), st.part, w);
+    cpu::channel_stage(dtype_of(x), st.part, w, shared);
   }
   return {y, st.avg, st.mx, st.amp, st.ca, st.z, st.h};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage_op(
     const Tensor& x, int64_t pool, bool conv, const Tensor& w1, const OptTensor& b1, const OptTensor& w2,
-    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg) {
+    const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg, bool shared) {
   check_big(x, "x");
   TORCH_CHECK(x.is_cpu(), "attnfused: channel_stage runs on CPU tensors");
-  if (x.scalar_type() == at::kDouble) return channel_stage<double>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
-  return channel_stage<float>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);
+  if (x.scalar_type() == at::kDouble) return channel_stage<double>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg, shared);
+  return channel_stage<float>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg, shared);
 }
 
 // CBAM's spatial stage forward on CPU in one call (csrc/cpu/stages.cpp): (y, maps, amc, sa, z) as
@@ -783,9 +783,11 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   m.def("fc_gate_backward(Tensor dca, Tensor s, Tensor z, Tensor ca, Tensor h, Tensor w1, Tensor w2, int n, "
         "bool want_b1, bool want_b2, int act, int gate) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 #ifndef ATTNFUSED_CUDA_EMU
-  // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
+  // SE's and ECA's forward, sample by sample (CPU only): pool 0 avg, 1 max, 2 avgmax; conv, else
+  // the "fc" gate; shared: each sample split over the threads (csrc/cpu/stages.cpp).
   m.def("channel_stage(Tensor x, int pool, bool conv, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, int act, "
-        "int gate, bool want_arg) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "int gate, bool want_arg, bool shared=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
   m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard, int pool=-1, "
         "bool conv=False, Tensor? w1=None, Tensor? b1=None, Tensor? w2=None, Tensor? b2=None, int act=0, int gate=0, "
         "bool want_arg=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");

@@ -349,13 +349,14 @@ _CHANNEL_STAGE_GATES = {  # name: ChannelSpec arguments
 }
 
 
-def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k: int, bias: str):
-    """(ChannelSpec, x [3, 21, 9, 7], the gate's weights in the accumulation dtype, that dtype, x's
+def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k: int, bias: str,
+                        shape: tuple = (3, 21, 9, 7)):
+    """(ChannelSpec, x of ``shape``, the gate's weights in the accumulation dtype, that dtype, x's
     memory format) for the channel stage tests: a k-tap conv, or an fc gate with R = 5 and one bias."""
     from attnfused.spec import ChannelSpec
 
     cs = ChannelSpec(pool=pool, **_CHANNEL_STAGE_GATES[gate])
-    b, c, h, w, r = 3, 21, 9, 7, 5
+    (b, c, h, w), r = shape, 5
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     x = torch.randn(b, c, h, w).to(dtype).contiguous(memory_format=fmt)
@@ -371,20 +372,24 @@ def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("pool", ["avg", "max", "avgmax"])
 @pytest.mark.parametrize("gate", list(_CHANNEL_STAGE_GATES))
-def test_channel_stage_matches_the_separate_passes(gate, pool, dtype, layout, monkeypatch):
-    """attnfused_C::channel_stage (SE's and ECA's forward, sample by sample) against pool_hw + the
-    gate + scale of the same provider, with the "fc" gate on the provider's kernels (the path it
-    replaces; the block tests check that one against the eager reference). The pools, argmax and
-    conv logits are the same bits; the sigmoids may round differently (aten's vector and scalar
-    loops split a row differently), so the rest to within an ulp or two."""
+@pytest.mark.parametrize("shared", [False, True], ids=["per_thread", "shared"])
+def test_channel_stage_matches_the_separate_passes(shared, gate, pool, dtype, layout, monkeypatch):
+    """attnfused_C::channel_stage (SE's and ECA's forward, sample by sample; a task per sample, or
+    each sample split over the threads by channel) against pool_hw + the gate + scale of the same
+    provider, with the "fc" gate on the provider's kernels (the path it replaces; the block tests
+    check that one against the eager reference). The pools, argmax and conv logits are the same
+    bits; the sigmoids may round differently (aten's vector and scalar loops split a row
+    differently), so the rest to within an ulp or two."""
     from attnfused.kernels.extension import CPU
     from attnfused.ops import _gates
 
     monkeypatch.setattr(CPU, "fc_gate_max_rows", None)  # the reference's gate on the same kernels
-    cs, x, wts, acc, fmt = _channel_stage_case(gate, pool, dtype, layout, k=5, bias="b1")
+    # shared: 609 positions make the kernels' grain 26 channels, so that 2+ threads split the 37
+    shape = (2, 37, 21, 29) if shared else (3, 21, 9, 7)
+    cs, x, wts, acc, fmt = _channel_stage_case(gate, pool, dtype, layout, k=5, bias="b1", shape=shape)
     y, avg, mx, amp, ca, z, hid = CPU.ops.channel_stage(
         x, ("avg", "max", "avgmax").index(pool), cs.gate == "conv", wts["w1"], wts["b1"], wts["w2"], wts["b2"],
-        ("relu", "silu").index(cs.act), ("sigmoid", "hard_sigmoid").index(cs.gate_fn), True,
+        ("relu", "silu").index(cs.act), ("sigmoid", "hard_sigmoid").index(cs.gate_fn), True, shared,
     )
     use_max = pool != "avg"
     avg_ref, mx_ref, amp_ref = CPU.pool_hw(x, use_max)
@@ -452,45 +457,84 @@ def test_channel_stage_max_without_argmax(want_arg):
 
 @_needs_ext
 def test_channel_stage_takes_the_blocks_it_should(monkeypatch):
-    """Which blocks run sample by sample on CPU: the gates the op has, whole samples per thread,
-    and "fc" weights no larger than a sample. Blocks the rule refuses run the passes."""
-    from attnfused.kernels.extension import channel_stage_applies
+    """Which blocks run sample by sample on CPU, and how: the gates the op has, "fc" weights no
+    larger than a sample; samples larger than a core's L2 split over the threads ("shared"), else
+    whole samples per thread where the batch divides. Blocks the rule refuses run the passes."""
+    from attnfused.kernels import extension
+    from attnfused.kernels.extension import channel_stage_schedule as schedule
     from attnfused.spec import ChannelSpec
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(extension, "_l2_bytes", lambda: 1 << 20)
     conv = {"w1": torch.randn(1, 1, 3), "w2": None}
 
     def fc(c, r):
         return {"w1": torch.randn(r, c), "w2": torch.randn(c, r)}
 
     x = torch.empty(8, 64, 8, 8)
-    assert channel_stage_applies(x, ChannelSpec(gate="conv"), conv)
-    assert not channel_stage_applies(x, ChannelSpec(gate="conv", conv_padding="circular"), conv)
-    assert not channel_stage_applies(x, ChannelSpec(gate="conv"), {"w1": torch.randn(1, 1, 4), "w2": None})
-    assert not channel_stage_applies(x, ChannelSpec(gate="conv", pool="avgmax_mean"), conv)
-    assert not channel_stage_applies(x, ChannelSpec(gate="linear"), {"w1": torch.randn(64, 64), "w2": None})
-    for batch, takes in [(1, False), (2, True), (3, False), (7, False), (8, True), (9, True)]:
-        assert channel_stage_applies(torch.empty(batch, 64, 8, 8), ChannelSpec(gate="conv"), conv) == takes, batch
+    assert schedule(x, ChannelSpec(gate="conv"), conv) == "per_thread"
+    assert schedule(x, ChannelSpec(gate="conv", conv_padding="circular"), conv) is None
+    assert schedule(x, ChannelSpec(gate="conv"), {"w1": torch.randn(1, 1, 4), "w2": None}) is None
+    assert schedule(x, ChannelSpec(gate="conv", pool="avgmax_mean"), conv) is None
+    assert schedule(x, ChannelSpec(gate="linear"), {"w1": torch.randn(64, 64), "w2": None}) is None
+    for batch, takes in [(0, None), (1, None), (2, "per_thread"), (3, None), (7, None), (8, "per_thread"),
+                         (9, "per_thread")]:
+        assert schedule(torch.empty(batch, 64, 8, 8), ChannelSpec(gate="conv"), conv) == takes, batch
     # fc weights: 2 C R elements against C P (fp32 x): 2 R <= P
-    assert channel_stage_applies(x, ChannelSpec(), fc(64, 32))
-    assert not channel_stage_applies(x, ChannelSpec(), fc(64, 33))
-    assert not channel_stage_applies(x.to(torch.bfloat16), ChannelSpec(), fc(64, 32))
-    # ResNet-50's stages at C / 16: all but 7^2
-    for c, p, takes in [(256, 56, True), (512, 28, True), (1024, 14, True), (2048, 7, False)]:
-        assert channel_stage_applies(torch.empty(8, c, p, p), ChannelSpec(), fc(c, c // 16)) == takes, c
+    assert schedule(x, ChannelSpec(), fc(64, 32)) == "per_thread"
+    assert schedule(x, ChannelSpec(), fc(64, 33)) is None
+    assert schedule(x.to(torch.bfloat16), ChannelSpec(), fc(64, 32)) is None
+    # ResNet-50's stages at C / 16 with a 1 MiB L2: all but 7^2, 56^2 and 28^2 (3.2, 1.6 MB) shared
+    for c, p, takes in [(256, 56, "shared"), (512, 28, "shared"), (1024, 14, "per_thread"), (2048, 7, None)]:
+        assert schedule(torch.empty(8, c, p, p), ChannelSpec(), fc(c, c // 16)) == takes, c
+    # a sample above the L2: shared whatever the batch, but not on one thread or an unknown L2
+    big = torch.empty(1, 256, 32, 33)  # 1 081 344 bytes
+    assert schedule(big, ChannelSpec(gate="conv"), conv) == "shared"
+    assert schedule(big[:, :, :, :32], ChannelSpec(gate="conv"), conv) is None  # exactly 1 MiB
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert schedule(big, ChannelSpec(gate="conv"), conv) == "per_thread"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(extension, "_l2_bytes", lambda: None)
+    assert schedule(big, ChannelSpec(gate="conv"), conv) is None
+
+
+@pytest.mark.parametrize("caches, want", [
+    ({"index0": ("1", "Data", "48K"), "index1": ("1", "Instruction", "32K"), "index2": ("2", "Unified", "2048K"),
+      "index3": ("3", "Unified", "480M")}, 2 << 20),
+    ({"index0": ("1", "Data", "32K"), "index2": ("2", "Unified", "1M")}, 1 << 20),
+    ({"index0": ("1", "Data", "32K")}, None),
+    ({"index2": ("2", "Unified", "big")}, None),
+    (None, None),
+])
+def test_l2_size_is_read_from_sysfs(caches, want, tmp_path, monkeypatch):
+    """The shared schedule's bound: cpu0's level-2 cache from sysfs; None without one (or unreadable)."""
+    from attnfused.kernels import extension
+
+    for index, values in (caches or {}).items():
+        (tmp_path / index).mkdir()
+        for name, value in zip(("level", "type", "size"), values):
+            (tmp_path / index / name).write_text(value + "\n")
+    monkeypatch.setattr(extension, "_CPU0_CACHES", tmp_path if caches is not None else tmp_path / "absent")
+    monkeypatch.setattr(extension, "_state", {})
+    assert extension._l2_bytes() == want
 
 
 @_needs_ext
-@pytest.mark.parametrize("block, batch, staged", [
-    ("se_avg", 4, True), ("eca", 2, True), ("se_max", 3, False), ("cbam_fc", 3, True), ("cbam_conv", 1, True),
+@pytest.mark.parametrize("block, batch, l2, staged", [
+    ("se_avg", 4, 1 << 20, "per_thread"), ("eca", 2, 1 << 20, "per_thread"), ("se_max", 3, 1 << 20, None),
+    ("se_max", 3, 1024, "shared"), ("eca", 1, 1024, "shared"), ("cbam_fc", 3, 1 << 20, True),
+    ("cbam_conv", 1, 1 << 20, True),
 ])
-def test_blocks_use_the_channel_stage(block, batch, staged, monkeypatch):
-    """SE and ECA blocks on CPU run attnfused_C::channel_stage where the rule takes them, CBAM its
-    spatial stage with the channel stage inside whatever the batch (and all match the reference)."""
+def test_blocks_use_the_channel_stage(block, batch, l2, staged, monkeypatch):
+    """SE and ECA blocks on CPU run attnfused_C::channel_stage where the rule takes them (samples of
+    9 KB: shared with a 1 KB "L2"), CBAM its spatial stage with the channel stage inside whatever
+    the batch (and all match the reference)."""
+    from attnfused.kernels import extension
     from attnfused.kernels.extension import CPU
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    calls = _record_calls(monkeypatch, CPU, "channel_stage", lambda args, kwargs, out: out is not None)
+    monkeypatch.setattr(extension, "_l2_bytes", lambda: l2)
+    calls = _record_calls(monkeypatch, extension, "channel_stage_schedule", lambda args, kwargs, out: out)
     _record_calls(monkeypatch, CPU, "spatial_stage", lambda args, kwargs, out: ("spatial", "channel" in kwargs), calls)
     _check_cpu_block(block, (batch, 16, 12, 12))
     assert calls == ([staged] if not block.startswith("cbam") else [("spatial", staged)])

@@ -1,11 +1,13 @@
 // The block forwards' stages on CPU, sample by sample: SE's and ECA's (pool_hw, the channel gate,
 // scale) and CBAM's spatial one (pool_c of x*ca, maps, conv, gate, scale). Run as separate
-// whole-batch passes, the pool and the scale each stream x from L3 or DRAM. Here a task owns whole
-// samples and runs the passes on one sample back to back: the scale re-reads a sample (1.6 MB at
-// 512 x 28 x 28 fp32) that the pool has just brought into the core's cache. Each pass is the
-// whole-batch kernel called on a one-sample slice (at::parallel_for inside a parallel region runs
-// inline), so the arithmetic, and the result, are those of the separate passes; the channel gate is
-// the caller's (ops.cpp, channel_gate_one).
+// whole-batch passes, the pool and the scale each stream x from L3 or DRAM. Here the passes run on
+// one sample back to back, so that the scale re-reads what the pool has just brought into cache:
+// a task owns whole samples (1.6 MB at 512 x 28 x 28 fp32: it fits a core's 2 MB L2 on the Intel
+// dev VM), or, for SE / ECA with samples larger than that, each sample is split over the threads
+// by channel ("shared"; a thread's share of a 3.2 MB 256 x 56 x 56 sample then fits). Each pass is
+// the whole-batch kernel called on a slice (at::parallel_for inside a parallel region runs inline),
+// so the arithmetic, and the result, are those of the separate passes; the channel gate is the
+// caller's (ops.cpp, channel_gate_one).
 #include <cmath>
 
 #include "../entry.h"
@@ -47,10 +49,55 @@ void scale_sample(DType dt, const PointwiseArgs<acc_t>& scale, int64_t b, const 
   pointwise(dt, w);
 }
 
+// A View of sample b from channel c0 on.
+View at_channels(View v, int64_t b, int64_t c0, size_t bytes) {
+  v.data = static_cast<const char*>(v.data) + (b * v.sb + c0 * v.sc) * static_cast<int64_t>(bytes);
+  return v;
+}
+
+// Sample b's pool over P of channels [c0, c1) (the pool's outputs [B, C] stay in place).
+template <typename acc_t>
+void pool_channels(DType dt, const ReduceArgs<acc_t>& pool, int64_t b, int64_t c0, int64_t c1) {
+  ReduceArgs<acc_t> r = pool;
+  const int64_t at = b * pool.C + c0;
+  r.B = 1;
+  r.C = c1 - c0;
+  r.a = r.x = at_channels(pool.a, b, c0, static_cast<size_t>(dtype_size(dt)));
+  r.out_sum += at;
+  if (r.out_max) r.out_max += at;
+  if (r.out_arg) r.out_arg += at;
+  reduce_hw(dt, r);
+}
+
+// Sample b's scale of channels [c0, c1) (t.ca: the gate's output [B, C]).
+template <typename acc_t>
+void scale_channels(DType dt, const PointwiseArgs<acc_t>& scale, int64_t b, int64_t c0, int64_t c1) {
+  const int64_t bytes = dtype_size(dt);
+  PointwiseArgs<acc_t> w = scale;
+  w.B = 1;
+  w.C = c1 - c0;
+  w.a = at_channels(scale.a, b, c0, static_cast<size_t>(bytes));
+  w.out = static_cast<char*>(scale.out) + (b * scale.ob + c0 * scale.oc) * bytes;
+  w.t.ca += b * scale.C + c0;
+  pointwise(dt, w);
+}
+
 }  // namespace
 
 template <typename acc_t>
-void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale) {
+void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseArgs<acc_t>& scale, bool shared) {
+  if (shared) {
+    // The same range and grain in both loops give each thread the same channels (at::parallel_for
+    // splits a range evenly by thread id), in either layout; the kernels' own splits would not
+    // (the scale of channels_last rows goes by position).
+    const int64_t grain = grain_for(scale.P);
+    for (int64_t b = 0; b < scale.B; ++b) {
+      at::parallel_for(0, scale.C, grain, [&](int64_t c0, int64_t c1) { pool_channels(dt, channel.pool, b, c0, c1); });
+      channel.gate(channel.gate_ctx, b);
+      at::parallel_for(0, scale.C, grain, [&](int64_t c0, int64_t c1) { scale_channels(dt, scale, b, c0, c1); });
+    }
+    return;
+  }
   at::parallel_for(0, scale.B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       run_channel_part(dt, channel, b);
@@ -102,8 +149,8 @@ void spatial_stage(DType dt, const ReduceArgs<acc_t>& pool, const GateConvArgs<a
   });
 }
 
-template void channel_stage<float>(DType, const ChannelPart<float>&, const PointwiseArgs<float>&);
-template void channel_stage<double>(DType, const ChannelPart<double>&, const PointwiseArgs<double>&);
+template void channel_stage<float>(DType, const ChannelPart<float>&, const PointwiseArgs<float>&, bool);
+template void channel_stage<double>(DType, const ChannelPart<double>&, const PointwiseArgs<double>&, bool);
 template void spatial_stage<float>(DType, const ReduceArgs<float>&, const GateConvArgs<float>&,
                                    const PointwiseArgs<float>&, SpatialStageSpec, float*, float*, float*,
                                    const ChannelPart<float>*);
