@@ -132,6 +132,7 @@ void channel_stage(DType dt, const ChannelPart<acc_t>& channel, const PointwiseA
 // channel stage; pool.t.ca and scale.t.ca are then its gate's output), then pool over C of
 // x*ca (``pool``: B = all samples, outputs [B, P]), the maps, the conv (``conv``, in = maps), the
 // gate, the scale (``scale``, t.sa = ``sa``). Outputs: maps [B, M, P], z [B, P], sa [B, P], y.
+// ``pool.out_arg`` null: the max over C without its argmax (no backward follows).
 struct SpatialStageSpec {
   int maps;   // 0: [max, mean], 1: [mean, max], 2: [0.5 * (mean + max)]
   bool hard;  // hard_sigmoid, else sigmoid

@@ -726,16 +726,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     st.amp = at::empty({0}, fopts.dtype(at::kInt));
   }
   Tensor mean = at::empty({B, P}, fopts), mx = at::empty({B, P}, fopts);
-  Tensor amc = at::empty({B, P}, fopts.dtype(at::kInt));
+  Tensor amc = at::empty(want_arg ? at::IntArrayRef{B, P} : at::IntArrayRef{0}, fopts.dtype(at::kInt));
   Tensor maps = at::empty({B, M, H, W}, fopts), z = at::empty({B, 1, H, W}, fopts), sa = at::empty({B, P}, fopts);
   Tensor y = empty_output(x);
   if (x.numel() > 0) {
     // pool_c of x*ca, the conv over the maps (same padding), and the scale by ca and ``sa``: the
     // arguments the three separate ops would build, each kernel then run on one-sample slices.
     Tensor keep_unused, keep_w = weight.to(acc).contiguous();
-    const ReduceArgs<acc_t> r = reduce_args<acc_t>(true, xv, std::nullopt, ca_used, std::nullopt, std::nullopt,
-                                                   std::nullopt, std::nullopt, true, static_cast<double>(C), mean, mx,
-                                                   amc, keep_unused, keep_unused);
+    ReduceArgs<acc_t> r = reduce_args<acc_t>(true, xv, std::nullopt, ca_used, std::nullopt, std::nullopt,
+                                             std::nullopt, std::nullopt, true, static_cast<double>(C), mean, mx, amc,
+                                             keep_unused, keep_unused);
+    if (!want_arg) r.out_arg = nullptr;  // no backward follows: the max without its argmax
     const int64_t pad = (weight.size(2) - 1) / 2;
     const GateConvArgs<acc_t> g = gate_conv_args<acc_t>(maps, keep_w, bias, pad, pad);
     PointwiseArgs<acc_t> w = pointwise_args<acc_t>(xv, y, true, ca_used, sa, std::nullopt, std::nullopt,
@@ -787,7 +788,8 @@ TORCH_LIBRARY(ATTNFUSED_OPS, m) {
   // the "fc" gate; shared: each sample split over the threads (csrc/cpu/stages.cpp).
   m.def("channel_stage(Tensor x, int pool, bool conv, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, int act, "
         "int gate, bool want_arg, bool shared=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half sum.
+  // CBAM's spatial stage forward, sample by sample (CPU only): maps 0 [max, mean], 1 [mean, max], 2 half
+  // sum; want_arg=False: the maxima without their argmax (amc, amp empty).
   m.def("spatial_stage(Tensor x, Tensor? ca, Tensor weight, Tensor? bias, int maps, bool hard, int pool=-1, "
         "bool conv=False, Tensor? w1=None, Tensor? b1=None, Tensor? w2=None, Tensor? b2=None, int act=0, int gate=0, "
         "bool want_arg=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");

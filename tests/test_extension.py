@@ -349,6 +349,21 @@ _CHANNEL_STAGE_GATES = {  # name: ChannelSpec arguments
 }
 
 
+# A shape whose channels the shared schedule splits over 2+ threads: 1189 positions make the
+# kernels' grain 13 channels (csrc/cpu/common.h, grain_for; a part has at least that many, stages.cpp,
+# split_channels), so 37 channels make two parts, [0, 18) and [18, 37).
+_SHARED_SHAPE = (2, 37, 41, 29)
+
+
+@pytest.fixture
+def two_threads():
+    """At least two intra-op threads (so that the shared schedule splits a sample), then as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
 def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k: int, bias: str,
                         shape: tuple = (3, 21, 9, 7)):
     """(ChannelSpec, x of ``shape``, the gate's weights in the accumulation dtype, that dtype, x's
@@ -373,7 +388,7 @@ def _channel_stage_case(gate: str, pool: str, dtype: torch.dtype, layout: str, k
 @pytest.mark.parametrize("pool", ["avg", "max", "avgmax"])
 @pytest.mark.parametrize("gate", list(_CHANNEL_STAGE_GATES))
 @pytest.mark.parametrize("shared", [False, True], ids=["per_thread", "shared"])
-def test_channel_stage_matches_the_separate_passes(shared, gate, pool, dtype, layout, monkeypatch):
+def test_channel_stage_matches_the_separate_passes(shared, gate, pool, dtype, layout, monkeypatch, two_threads):
     """attnfused_C::channel_stage (SE's and ECA's forward, sample by sample; a task per sample, or
     each sample split over the threads by channel) against pool_hw + the gate + scale of the same
     provider, with the "fc" gate on the provider's kernels (the path it replaces; the block tests
@@ -384,8 +399,7 @@ def test_channel_stage_matches_the_separate_passes(shared, gate, pool, dtype, la
     from attnfused.ops import _gates
 
     monkeypatch.setattr(CPU, "fc_gate_max_rows", None)  # the reference's gate on the same kernels
-    # shared: 609 positions make the kernels' grain 26 channels, so that 2+ threads split the 37
-    shape = (2, 37, 21, 29) if shared else (3, 21, 9, 7)
+    shape = _SHARED_SHAPE if shared else (3, 21, 9, 7)
     cs, x, wts, acc, fmt = _channel_stage_case(gate, pool, dtype, layout, k=5, bias="b1", shape=shape)
     y, avg, mx, amp, ca, z, hid = CPU.ops.channel_stage(
         x, ("avg", "max", "avgmax").index(pool), cs.gate == "conv", wts["w1"], wts["b1"], wts["w2"], wts["b2"],
@@ -429,7 +443,7 @@ def test_spatial_stage_with_the_channel_stage_matches_the_passes(gate, pool, dty
     ss = SpatialSpec(maps="max_mean")
     weight = torch.randn(1, 2, 7, 7, dtype=acc)
     y, mp, amc, sa, z, avg, mx, amp, ca, zc, hid = CPU.spatial_stage(x, None, weight, None, ss.maps, False,
-                                                                      channel=(cs, wts, True))
+                                                                      channel=(cs, wts))
     use_max = pool != "avg"
     avg_ref, mx_ref, amp_ref = CPU.pool_hw(x, use_max)
     ca_ref, zc_ref, h_ref = _gates.channel_forward(avg_ref if pool != "max" else None, mx_ref, cs, wts, CPU)
@@ -443,6 +457,27 @@ def test_spatial_stage_with_the_channel_stage_matches_the_passes(gate, pool, dty
     y_ref, mp_ref, amc_ref, sa_ref, z_ref = CPU.spatial_stage(x, ca, weight, None, ss.maps, False)
     assert torch.equal(mp, mp_ref) and torch.equal(amc, amc_ref) and torch.equal(z, z_ref) and torch.equal(sa, sa_ref)
     assert y.is_contiguous(memory_format=fmt) and torch.equal(y, y_ref)
+
+
+@_needs_ext
+@pytest.mark.parametrize("with_channel", [False, True], ids=["ca", "channel_stage"])
+def test_spatial_stage_without_argmax(with_channel):
+    """No backward follows (want_arg False): the spatial stage's pool over C skips the channel
+    argmax (amc empty), and with the channel stage inside, its max pool the spatial one (amp
+    empty); every other output is the same bits."""
+    from attnfused.kernels.extension import CPU
+
+    cs, x, wts, _, _ = _channel_stage_case("conv", "avgmax", torch.float32, "nchw", k=3, bias="b1")
+    weight = torch.randn(1, 2, 7, 7)
+    ca = None if with_channel else torch.rand(x.shape[:2])
+    kw = dict(channel=(cs, wts)) if with_channel else {}
+    full = CPU.spatial_stage(x, ca, weight, None, "max_mean", False, **kw)
+    lean = CPU.spatial_stage(x, ca, weight, None, "max_mean", False, want_arg=False, **kw)
+    assert full[2].shape == x.shape[:1] + (x.shape[2] * x.shape[3],) and lean[2].shape == (0,)
+    if with_channel:
+        assert full[7].shape == x.shape[:2] and lean[7].shape == (0,)
+    for i, (a, b) in enumerate(zip(full, lean)):
+        assert i in (2, 7) or torch.equal(a, b), i
 
 
 @_needs_ext

@@ -214,18 +214,19 @@ class CPUExtensionProvider(ExtensionProvider):
 
     def spatial_stage(
         self, x: Tensor, ca: Optional[Tensor], weight: Tensor, bias: Optional[Tensor], maps: str, hard: bool,
-        channel: Optional[tuple] = None,
+        channel: Optional[tuple] = None, want_arg: bool = True,
     ) -> tuple[Tensor, ...]:
         """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/stages.cpp):
         ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
-        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``. ``channel``:
-        ``(cs, w, want_arg)`` to run CBAM's channel stage first for each sample as well (``ca``
-        None; where :func:`stage_takes_gate` allows it), which adds :meth:`channel_stage`'s ``(avg,
-        mx, amp, ca, z, h)`` to the tuple."""
+        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``. ``channel``: ``(cs, w)`` to run
+        CBAM's channel stage first for each sample as well (``ca`` None; where
+        :func:`stage_takes_gate` allows it), which adds :meth:`channel_stage`'s ``(avg, mx, amp, ca,
+        z, h)`` to the tuple. ``want_arg`` False (no backward follows): the maxima without their
+        argmax (``amc`` and ``amp`` come back empty)."""
         kind = ("max_mean", "mean_max", "half_sum").index(maps)
         if channel is None:
-            return self.ops.spatial_stage(x, ca, weight, bias, kind, hard)[:5]
-        cs, w, want_arg = channel
+            return self.ops.spatial_stage(x, ca, weight, bias, kind, hard, want_arg=want_arg)[:5]
+        cs, w = channel
         return self.ops.spatial_stage(x, None, weight, bias, kind, hard, *_channel_stage_args(cs, w), want_arg)
 
 

@@ -186,11 +186,13 @@ def _forward(kern, x: Tensor, cs, ss, cw, sw_, for_backward: bool = True) -> tup
             hard = ss.gate_fn == "hard_sigmoid"
             if channel_too:
                 y, maps, amc, sa, out["zs"], *channel = fused_spatial(
-                    x, None, sw_["weight"], sw_["bias"], ss.maps, hard, channel=(cs, cw, for_backward)
+                    x, None, sw_["weight"], sw_["bias"], ss.maps, hard, channel=(cs, cw), want_arg=for_backward
                 )
                 _keep_staged_channel(out, cs, channel, for_backward)
             else:
-                y, maps, amc, sa, out["zs"] = fused_spatial(x, ca, sw_["weight"], sw_["bias"], ss.maps, hard)
+                y, maps, amc, sa, out["zs"] = fused_spatial(
+                    x, ca, sw_["weight"], sw_["bias"], ss.maps, hard, want_arg=for_backward
+                )
             out.update(sa=sa, maps=maps, amc=amc)
         elif ss is not None:
             m, mean, amc = kern.pool_c(x, ca)
