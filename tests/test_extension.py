@@ -492,15 +492,17 @@ def test_channel_stage_max_without_argmax(want_arg):
 
 @_needs_ext
 def test_channel_stage_takes_the_blocks_it_should(monkeypatch):
-    """Which blocks run sample by sample on CPU, and how: the gates the op has, "fc" weights no
-    larger than a sample; samples larger than a core's L2 split over the threads ("shared"), else
-    whole samples per thread where the batch divides. Blocks the rule refuses run the passes."""
+    """Which blocks run sample by sample on CPU, and how: on Intel CPUs only, the gates the op has,
+    "fc" weights no larger than a sample; samples larger than a core's L2 whose per-thread share
+    fits it split over the threads ("shared"), else whole samples per thread where the batch
+    divides. Blocks the rule refuses run the passes."""
     from attnfused.kernels import extension
     from attnfused.kernels.extension import channel_stage_schedule as schedule
     from attnfused.spec import ChannelSpec
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(extension, "_l2_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(extension, "_cpu_vendor", lambda: "GenuineIntel")
     conv = {"w1": torch.randn(1, 1, 3), "w2": None}
 
     def fc(c, r):
@@ -519,18 +521,32 @@ def test_channel_stage_takes_the_blocks_it_should(monkeypatch):
     assert schedule(x, ChannelSpec(), fc(64, 32)) == "per_thread"
     assert schedule(x, ChannelSpec(), fc(64, 33)) is None
     assert schedule(x.to(torch.bfloat16), ChannelSpec(), fc(64, 32)) is None
-    # ResNet-50's stages at C / 16 with a 1 MiB L2: all but 7^2, 56^2 and 28^2 (3.2, 1.6 MB) shared
-    for c, p, takes in [(256, 56, "shared"), (512, 28, "shared"), (1024, 14, "per_thread"), (2048, 7, None)]:
-        assert schedule(torch.empty(8, c, p, p), ChannelSpec(), fc(c, c // 16)) == takes, c
-    # a sample above the L2: shared whatever the batch, but not on one thread or an unknown L2
+    # a sample above the L2: shared whatever the batch while half of it fits, but not on one
+    # thread or with an unknown L2
     big = torch.empty(1, 256, 32, 33)  # 1 081 344 bytes
     assert schedule(big, ChannelSpec(gate="conv"), conv) == "shared"
     assert schedule(big[:, :, :, :32], ChannelSpec(gate="conv"), conv) is None  # exactly 1 MiB
+    assert schedule(torch.empty(2, 512, 32, 32), ChannelSpec(gate="conv"), conv) == "shared"  # share 1 MiB
+    assert schedule(torch.empty(2, 513, 32, 32), ChannelSpec(gate="conv"), conv) == "per_thread"
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert schedule(big, ChannelSpec(gate="conv"), conv) == "per_thread"
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    # other vendors' CPUs: the passes, whatever the shape
+    for vendor in ("AuthenticAMD", ""):
+        monkeypatch.setattr(extension, "_cpu_vendor", lambda v=vendor: v)
+        for shape in [(1, 256, 32, 33), (2, 512, 32, 32), (8, 64, 8, 8)]:
+            assert schedule(torch.empty(shape), ChannelSpec(gate="conv"), conv) is None, (vendor, shape)
+    monkeypatch.setattr(extension, "_cpu_vendor", lambda: "GenuineIntel")
     monkeypatch.setattr(extension, "_l2_bytes", lambda: None)
     assert schedule(big, ChannelSpec(gate="conv"), conv) is None
+    # ResNet-50's stages at C / 16, batch 8: with the Intel VM's 2 MiB L2, 56^2 (3.2 MB samples)
+    # shared, 28^2 and 14^2 per thread, 7^2 not taken (weights 5x a sample); with a 1 MiB L2 a
+    # 56^2 share (1.6 MB) no longer fits and 28^2's (0.8 MB) does
+    for l2, takes in [(2 << 20, ["shared", "per_thread", "per_thread", None]),
+                      (1 << 20, ["per_thread", "shared", "per_thread", None])]:
+        monkeypatch.setattr(extension, "_l2_bytes", lambda v=l2: v)
+        for (c, p), want in zip([(256, 56), (512, 28), (1024, 14), (2048, 7)], takes):
+            assert schedule(torch.empty(8, c, p, p), ChannelSpec(), fc(c, c // 16)) == want, (l2, c)
 
 
 @pytest.mark.parametrize("caches, want", [
@@ -555,20 +571,23 @@ def test_l2_size_is_read_from_sysfs(caches, want, tmp_path, monkeypatch):
 
 
 @_needs_ext
-@pytest.mark.parametrize("block, batch, l2, staged", [
-    ("se_avg", 4, 1 << 20, "per_thread"), ("eca", 2, 1 << 20, "per_thread"), ("se_max", 3, 1 << 20, None),
-    ("se_max", 3, 1024, "shared"), ("eca", 1, 1024, "shared"), ("cbam_fc", 3, 1 << 20, True),
-    ("cbam_conv", 1, 1 << 20, True),
+@pytest.mark.parametrize("block, batch, l2, vendor, staged", [
+    ("se_avg", 4, 1 << 20, "GenuineIntel", "per_thread"), ("eca", 2, 1 << 20, "GenuineIntel", "per_thread"),
+    ("se_max", 3, 1 << 20, "GenuineIntel", None), ("se_max", 3, 8 << 10, "GenuineIntel", "shared"),
+    ("eca", 1, 8 << 10, "GenuineIntel", "shared"), ("se_avg", 4, 1 << 20, "AuthenticAMD", None),
+    ("eca", 1, 8 << 10, "AuthenticAMD", None), ("cbam_fc", 3, 1 << 20, "GenuineIntel", True),
+    ("cbam_conv", 1, 1 << 20, "AuthenticAMD", True),
 ])
-def test_blocks_use_the_channel_stage(block, batch, l2, staged, monkeypatch):
+def test_blocks_use_the_channel_stage(block, batch, l2, vendor, staged, monkeypatch):
     """SE and ECA blocks on CPU run attnfused_C::channel_stage where the rule takes them (samples of
-    9 KB: shared with a 1 KB "L2"), CBAM its spatial stage with the channel stage inside whatever
-    the batch (and all match the reference)."""
+    9 KB: shared with an Intel CPU's 8 KB "L2" on two threads; never on others), CBAM its spatial
+    stage with the channel stage inside whatever the batch and CPU (and all match the reference)."""
     from attnfused.kernels import extension
     from attnfused.kernels.extension import CPU
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(extension, "_l2_bytes", lambda: l2)
+    monkeypatch.setattr(extension, "_cpu_vendor", lambda: vendor)
     calls = _record_calls(monkeypatch, extension, "channel_stage_schedule", lambda args, kwargs, out: out)
     _record_calls(monkeypatch, CPU, "spatial_stage", lambda args, kwargs, out: ("spatial", "channel" in kwargs), calls)
     _check_cpu_block(block, (batch, 16, 12, 12))

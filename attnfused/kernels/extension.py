@@ -175,9 +175,11 @@ def _default_fc_gate_max_rows() -> int:
     rows, 1.0-1.2x forward + backward at 32-64, 1.2-1.6x slower at 128-256
     (benchmarks/results/cpu-2026-12-02-amd/fc_gate); on an Intel Xeon (AVX-512) VM MKL was as fast at
     8 rows and 1.3-2.7x faster from 16 (benchmarks/results/cpu-2026-12-02-intel-s11/fc_gate; the kernels
-    use AVX2 without FMA so that their sums do not depend on the machine). The rule goes by vendor,
-    what told the two measured machines apart (MKL chooses its code paths by CPU; other x86 CPUs,
-    e.g. AMD ones with AVX-512, are unmeasured): 0 (MKL always) on Intel, 64 elsewhere.
+    use AVX2 without FMA so that their sums do not depend on the machine); on an AMD EPYC (Zen 5,
+    AVX-512) VM the kernels were 1.2-2.3x faster than MKL per direction at 8-16 rows, 0.84x (forward,
+    C = 1024) to 1.5x at 32 and 1.1-1.5x at 64 (benchmarks/results/cpu-2026-12-03-amd-zen5/fc_gate). The rule goes by vendor,
+    what told the measured machines apart (MKL chooses its code paths by CPU): 0 (MKL always) on
+    Intel, 64 elsewhere.
     ``ATTNFUSED_CPU_FC_GATE=0`` / ``1`` forces MKL / the kernels (up to 64 rows)."""
     forced = os.environ.get("ATTNFUSED_CPU_FC_GATE")
     if forced in ("0", "1"):
@@ -260,25 +262,36 @@ def stage_takes_gate(x: Tensor, cs, w: dict) -> bool:
 def channel_stage_schedule(x: Tensor, cs, w: dict) -> Optional[str]:
     """How :meth:`CPUExtensionProvider.channel_stage` runs this block: ``"shared"``, ``"per_thread"``,
     or None where it does not take it (the caller runs the passes). Both run each sample's pool,
-    gate and scale back to back, so that the scale re-reads the sample from cache:
+    gate and scale back to back, so that the scale re-reads the sample from cache; both only on
+    Intel CPUs:
 
     - ``"per_thread"``: a task owns whole samples, when every thread gets the same number of samples
       or at least four each (B = 3 on 2 threads would leave one idle a third of the time);
     - ``"shared"``: the samples one after another, each split over the threads by channel, when a
-      sample is larger than one core's L2 (:func:`_l2_bytes`) and more than one thread runs: a
-      thread's share then fits where a whole sample would not, whatever the batch.
+      sample is larger than one core's L2 (:func:`_l2_bytes`) but a thread's share of it is not,
+      whatever the batch.
 
-    Measured on the Intel dev VM (2 MB L2 per core; fp32 forward, batch 8, 2 threads, same
-    process): SE avg at 256 x 56^2 (3.2 MB samples) 1.58 ms per thread -> 1.37 shared, ECA 1.57 ->
-    1.32; at 512 x 28^2 (1.6 MB) the two tied (SE avg 0.73 / 0.76, ECA 0.717 / 0.714); with smaller
-    samples shared lost (ECA's stage alone at 1024 x 14^2 0.305 -> 0.334 ms, 2048 x 7^2 0.161 ->
-    0.208: two joins per sample). Unmeasured on the AMD VM, whose L2 is 512 KB."""
+    Measured on the Intel dev VM (2 MB L2 per core, 480 MB L3 feeding a core at ~50 GB/s; fp32
+    forward, batch 8, 2 threads, same process): SE avg at 256 x 56^2 (3.2 MB samples) 1.58 ms per
+    thread -> 1.37 shared, ECA 1.57 -> 1.32; at 512 x 28^2 (1.6 MB) the two tied (SE avg 0.73 /
+    0.76, ECA 0.717 / 0.714) and beat the passes (SE avg 0.886 -> 0.714, ECA 1024 x 14^2 0.489 ->
+    0.365); with smaller samples shared lost (ECA's stage alone at 1024 x 14^2 0.305 -> 0.334 ms,
+    2048 x 7^2 0.161 -> 0.208: two joins per sample). On an AMD EPYC (Zen 5, 1 MB L2 per core, 32
+    MB L3) VM both lost to the passes (medians of 11 alternating rounds, ms, passes / per thread:
+    SE avg 1.10 / 1.12 at 56^2, 0.320 / 0.375 at 28^2, 0.225 / 0.310 at 14^2; ECA 1.15 / 1.26,
+    0.343 / 0.401, 0.178 / 0.203, 0.135 / 0.170 at 7^2; the stage op alone took as long as its
+    pool and scale ops in a row, 0.117 / 0.114 ms at 8 x 1024 x 14^2) and shared lost to per thread
+    at every size tried (ECA at 8 x C x 56^2, C = 64 ... 384, 0.77-4.6 MB samples, e.g. 0.515 /
+    0.431 ms at C = 128): its L3 feeds a core about as fast as its L2 (a 6.4 MB clone in 0.066 ms),
+    so the re-read saves nothing and the per-sample gate and joins cost. Hence the vendor, as for :func:`_default_fc_gate_max_rows`; other CPUs are
+    unmeasured and run the passes. (CBAM's spatial stage, which fuses more, won on both.)"""
     b = x.shape[0]
     threads = torch.get_num_threads()
-    if b == 0 or not stage_takes_gate(x, cs, w):
+    if b == 0 or _cpu_vendor() != "GenuineIntel" or not stage_takes_gate(x, cs, w):
         return None
     l2 = _l2_bytes()
-    if threads > 1 and l2 is not None and x[0].numel() * x.element_size() > l2:
+    sample = x[0].numel() * x.element_size()
+    if threads > 1 and l2 is not None and sample > l2 >= -(-sample // threads):
         return "shared"
     if b % threads and b < 4 * threads:
         return None

@@ -4,7 +4,9 @@
 // one sample back to back, so that the scale re-reads what the pool has just brought into cache:
 // a task owns whole samples (1.6 MB at 512 x 28 x 28 fp32: it fits a core's 2 MB L2 on the Intel
 // dev VM), or, for SE / ECA with samples larger than that, each sample is split over the threads by
-// channel ("shared"; a thread's share of a 3.2 MB 256 x 56 x 56 sample then fits). Each pass is the
+// channel ("shared"; a thread's share of a 3.2 MB 256 x 56 x 56 sample then fits). SE's and ECA's
+// stage pays only where re-reading from L2 beats L3 by far: Intel CPUs (the rule and its
+// measurements: channel_stage_schedule in attnfused/kernels/extension.py). Each pass is the
 // whole-batch kernel called on a slice (at::parallel_for inside a parallel region runs inline), so
 // the arithmetic, and the result, are those of the separate passes; the channel gate is the
 // caller's (ops.cpp, channel_gate_one). CBAM's spatial stage split the same way (its pool over C
