@@ -570,6 +570,27 @@ def test_l2_size_is_read_from_sysfs(caches, want, tmp_path, monkeypatch):
     assert extension._l2_bytes() == want
 
 
+def test_cpu_vendor_is_read_once(tmp_path, monkeypatch):
+    """The vendor rules' input: /proc/cpuinfo's vendor_id, read on the first call only (the CPU
+    forwards ask on every call); "" without one."""
+    from attnfused.kernels import extension
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n")
+    monkeypatch.setattr(extension, "_CPUINFO", info)
+    monkeypatch.setattr(extension, "_state", {})
+    assert extension._cpu_vendor() == "AuthenticAMD"
+    info.write_text("vendor_id\t: GenuineIntel\n")
+    assert extension._cpu_vendor() == "AuthenticAMD"
+    for text in (None, "processor\t: 0\n"):
+        monkeypatch.setattr(extension, "_state", {})
+        if text is None:
+            info.unlink()
+        else:
+            info.write_text(text)
+        assert extension._cpu_vendor() == ""
+
+
 @_needs_ext
 @pytest.mark.parametrize("block, batch, l2, vendor, staged", [
     ("se_avg", 4, 1 << 20, "GenuineIntel", "per_thread"), ("eca", 2, 1 << 20, "GenuineIntel", "per_thread"),

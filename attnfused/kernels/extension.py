@@ -156,15 +156,23 @@ def _without_gate_conv(provider: ExtensionProvider) -> ExtensionProvider:
 
 
 def _cpu_vendor() -> str:
-    """The CPU's vendor string as Linux reports it ("GenuineIntel", "AuthenticAMD", ...), "" if unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    """The CPU's vendor string as Linux reports it ("GenuineIntel", "AuthenticAMD", ...), "" if
+    unknown. Read once: the CPU forwards ask on every call, and reading /proc/cpuinfo takes tens of
+    microseconds."""
+    if "vendor" not in _state:
+        _state["vendor"] = ""
+        try:
+            with open(_CPUINFO) as f:
+                for line in f:
+                    if line.startswith("vendor_id"):
+                        _state["vendor"] = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+    return _state["vendor"]
+
+
+_CPUINFO = Path("/proc/cpuinfo")
 
 
 def _default_fc_gate_max_rows() -> int:
@@ -277,13 +285,15 @@ def channel_stage_schedule(x: Tensor, cs, w: dict) -> Optional[str]:
     0.76, ECA 0.717 / 0.714) and beat the passes (SE avg 0.886 -> 0.714, ECA 1024 x 14^2 0.489 ->
     0.365); with smaller samples shared lost (ECA's stage alone at 1024 x 14^2 0.305 -> 0.334 ms,
     2048 x 7^2 0.161 -> 0.208: two joins per sample). On an AMD EPYC (Zen 5, 1 MB L2 per core, 32
-    MB L3) VM both lost to the passes (medians of 11 alternating rounds, ms, passes / per thread:
-    SE avg 1.10 / 1.12 at 56^2, 0.320 / 0.375 at 28^2, 0.225 / 0.310 at 14^2; ECA 1.15 / 1.26,
-    0.343 / 0.401, 0.178 / 0.203, 0.135 / 0.170 at 7^2; the stage op alone took as long as its
-    pool and scale ops in a row, 0.117 / 0.114 ms at 8 x 1024 x 14^2) and shared lost to per thread
-    at every size tried (ECA at 8 x C x 56^2, C = 64 ... 384, 0.77-4.6 MB samples, e.g. 0.515 /
-    0.431 ms at C = 128): its L3 feeds a core about as fast as its L2 (a 6.4 MB clone in 0.066 ms),
-    so the re-read saves nothing and the per-sample gate and joins cost. Hence the vendor, as for :func:`_default_fc_gate_max_rows`; other CPUs are
+    MB L3) VM, per thread against the passes (medians of 11 alternating rounds, two runs, ms):
+    ECA tied, 0.875-0.914 / 0.875-0.924 at 56^2, 0.398 / 0.384-0.385 at 28^2, 0.131-0.167 /
+    0.136-0.156 at 14^2, 0.109-0.110 / 0.114-0.115 at 7^2; SE avg lost where its per-sample gate
+    re-reads the weights, 0.429-0.434 / 0.384-0.394 at 28^2, 0.188-0.192 / 0.161-0.162 at 14^2
+    (0.877-0.902 / 0.893-0.934 at 56^2); the stage op alone took as long as its pool and scale ops
+    in a row (0.117 / 0.114 ms at 8 x 1024 x 14^2). Shared lost to per thread at every size tried
+    (ECA at 8 x C x 56^2, C = 64 ... 384, 0.77-4.6 MB samples, e.g. 0.515 / 0.431 ms at C = 128).
+    That L3 feeds a core about as fast as its L2 (a 6.4 MB clone in 0.066 ms), so the re-read
+    saves little. Hence the vendor, as for :func:`_default_fc_gate_max_rows`; other CPUs are
     unmeasured and run the passes. (CBAM's spatial stage, which fuses more, won on both.)"""
     b = x.shape[0]
     threads = torch.get_num_threads()
