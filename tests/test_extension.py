@@ -616,6 +616,42 @@ def test_blocks_use_the_channel_stage(block, batch, l2, vendor, staged, monkeypa
 
 
 @_needs_ext
+@pytest.mark.parametrize("x_layout", ["nchw", "channels_last"])
+def test_cpu_backward_reads_a_dense_dy(x_layout, monkeypatch):
+    """The cpu provider's backward passes get dy unit-stride along x's rows: a dy that already is
+    (either dense layout matching x, a batch slice) as it comes, the stride-0 gradient of
+    ``y.sum()`` and a dy in the other layout as one copy in x's layout; the block's gradients match
+    the reference's either way."""
+    from helpers import assert_close, make_block, make_input, run_fwd_bwd
+
+    from attnfused.kernels.extension import CPU
+
+    x = make_input((3, 6, 5, 7), torch.float32, x_layout)
+    fmt = torch.channels_last if x_layout == "channels_last" else torch.contiguous_format
+    other = torch.contiguous_format if x_layout == "channels_last" else torch.channels_last
+    dense = torch.randn(x.shape).contiguous(memory_format=fmt)
+    sliced = torch.randn(5, 6, 5, 7).contiguous(memory_format=fmt)[1:4]
+    assert CPU.dense_grad(dense, x) is dense and CPU.dense_grad(sliced, x) is sliced
+    for dy in (torch.ones(()).expand(x.shape), dense.contiguous(memory_format=other)):
+        got = CPU.dense_grad(dy, x)
+        assert got.is_contiguous(memory_format=fmt) and torch.equal(got, dy)
+    # [B, C, 1, 1] expanded: unit-stride along C, which is what channels_last rows need
+    per_channel = torch.randn(3, 6, 1, 1).expand(x.shape)
+    got = CPU.dense_grad(per_channel, x)
+    assert (got is per_channel) == (x_layout == "channels_last") and torch.equal(got, per_channel)
+    assert got.is_contiguous(memory_format=fmt) or x_layout == "channels_last"
+    # in a block (y.sum()'s gradient): grad_input sees the copy; the gradients are the reference's
+    seen = _record_calls(monkeypatch, CPU, "grad_input", lambda args, kwargs, out: args[0].is_contiguous(memory_format=fmt))
+    m = make_block("se_avg", 6, torch.float32)
+    dy = torch.ones(()).expand(x.shape)
+    got, want = run_fwd_bwd(m, x, "cpu", dy), run_fwd_bwd(m, x, "reference", dy)
+    assert seen == [True]
+    assert_close(got[1], want[1], torch.float32, "dx")
+    for k in want[2]:
+        assert_close(got[2][k], want[2][k], torch.float32, k)
+
+
+@_needs_ext
 def test_fc_gate_size_rule_follows_the_machine(monkeypatch):
     """The "cpu" provider's own "fc" gate kernels by default: not on Intel CPUs (MKL was as fast or
     faster there), up to 64 stacked rows elsewhere; ATTNFUSED_CPU_FC_GATE=0 / 1 forces either."""

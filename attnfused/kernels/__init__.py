@@ -80,7 +80,9 @@ class KernelProvider(Protocol):
     #   ``fc_gate`` / ``fc_gate_backward``, the whole "fc" channel gate ("cuda" and "cpu"; else
     #   F.linear and elementwise ops);
     #   ``spatial_stage``, CBAM's spatial forward in one call ("cpu"; attnfused/ops/attention.py;
-    #   else pool_c + the gate + scale).
+    #   else pool_c + the gate + scale);
+    #   ``dense_grad(dy, x)``, ``dy`` as the backward's passes read it fast ("cpu": a copy in x's
+    #   layout where dy's rows are not unit-stride; else dy as it comes).
 
 
 # name -> (module, attribute) of the provider object. "cuda" and "cpu" come from the compiled

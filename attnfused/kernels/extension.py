@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._layout import bcp_strides, channels_fastest
+
 __all__ = ["CPU", "CUDA", "CPUExtensionProvider", "CUDAExtensionProvider", "ExtensionProvider", "extension_status"]
 
 _BUILD_HINT = (
@@ -205,6 +207,19 @@ class CPUExtensionProvider(ExtensionProvider):
     # The "fc" gate's own kernels run up to this many stacked rows (n B), MKL's above
     # (attnfused/ops/_gates.py); 0: always MKL. Machine-dependent: _default_fc_gate_max_rows.
     fc_gate_max_rows: Optional[int] = _default_fc_gate_max_rows()
+
+    def dense_grad(self, dy: Tensor, x: Tensor) -> Tensor:
+        """``dy`` for the backward's passes: as it comes where it is unit-stride along the axis
+        ``x``'s rows run (H*W for NCHW, C for channels_last), else one copy in ``x``'s layout. The
+        passes' vectorised loops need those unit-stride rows; the stride-0 gradient of ``y.sum()``
+        or a dy in the other layout took their generic loops, which cost more than the copy: SE avg
+        forward + backward at 8 x 512 x 28^2 fp32, NCHW x, on the Zen 5 VM: 1.3-1.45 ms with an
+        NCHW dy; 5.7 -> 1.75 with an expanded one; 8.0 -> 4.7 with a channels_last one, of which
+        aten's transposing copy takes 2.1 (eager: 3.9 / 3.6 / 5.5)."""
+        cl = channels_fastest(bcp_strides(x)[1])
+        if bcp_strides(dy)[1][1 if cl else 2] == 1:
+            return dy
+        return dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
     def channel_stage(self, x: Tensor, cs, w: dict, want_arg: bool) -> Optional[tuple[Tensor, ...]]:
         """SE's and ECA's forward sample by sample (``csrc/cpu/stages.cpp``): ``(y, avg, mx, amp, ca,

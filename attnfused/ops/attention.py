@@ -256,6 +256,9 @@ def _backward_body(
     shapes). Saved tensors of absent stages are not read (None or the op's empty placeholders)."""
     cs, ss = _specs(channel, spatial)
     kern = kernels_for(x.device)
+    dense_grad = getattr(kern, "dense_grad", None)
+    if dense_grad is not None:
+        dy = dense_grad(dy, x)
     use_avg, use_max = _pools(cs)
     acc = acc_dtype(x.dtype)
     b, c, h, w = x.shape

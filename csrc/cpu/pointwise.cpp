@@ -5,7 +5,12 @@
 // first, gained 5-8% on the Intel dev VM at 56^2 / 28^2 but cost up to 2.5x on the AMD EPYC (Zen 3)
 // one (SE avg forward at 8 x 512 x 28 x 28: 2.86 ms backwards, 1.15 forwards; its prefetchers did
 // not follow the descending rows), and was dropped. Large outputs go out through streaming stores
-// (store_row, common.h): no read of the lines they overwrite.
+// (store_row, common.h): no read of the lines they overwrite. The bound (kStreamBytes, 8 MiB) is
+// a compromise. On the AMD EPYC Zen 5 VM (32 MB L3; same process, plain stores at every size
+// against the bound) pool + scale at 8 x 512 x 28^2 (12 MiB out) took 0.25 ms plain, 0.37
+// streamed (x and y fit the L3), at 8 x 256 x 56^2 (24.5 MiB) 0.94 plain, 0.85 streamed; but SE
+// avg forward + backward at 8 x 512 x 28^2 took 0.93 ms plain, 0.75 streamed (x, y, dy and dx do
+// not fit). A bound from the L3's size would only suit one of the two.
 #include "../entry.h"
 #include "common.h"
 
