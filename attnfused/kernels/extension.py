@@ -186,8 +186,9 @@ def _default_fc_gate_max_rows() -> int:
     (benchmarks/results/cpu-2026-12-02-amd/fc_gate); on an Intel Xeon (AVX-512) VM MKL was as fast at
     8 rows and 1.3-2.7x faster from 16 (benchmarks/results/cpu-2026-12-02-intel-s11/fc_gate; the kernels
     use AVX2 without FMA so that their sums do not depend on the machine); on an AMD EPYC (Zen 5,
-    AVX-512) VM the kernels were 1.2-2.3x faster than MKL per direction at 8-16 rows, 0.84x (forward,
-    C = 1024) to 1.5x at 32 and 1.1-1.5x at 64 (benchmarks/results/cpu-2026-12-03-amd-zen5/fc_gate). The rule goes by vendor,
+    AVX-512) VM, over two runs, MKL's time over the kernels' per direction was 1.1-2.3 at 8-16
+    rows, 0.84-1.49 at 32 and 0.76-1.48 at 64 (noisy; MKL ahead in one run's backward), 0.69-1.12
+    at 128-256 (benchmarks/results/cpu-2026-12-03-amd-zen5/fc_gate). The rule goes by vendor,
     what told the measured machines apart (MKL chooses its code paths by CPU): 0 (MKL always) on
     Intel, 64 elsewhere.
     ``ATTNFUSED_CPU_FC_GATE=0`` / ``1`` forces MKL / the kernels (up to 64 rows)."""
