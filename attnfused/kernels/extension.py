@@ -298,8 +298,8 @@ def channel_stage_schedule(x: Tensor, cs, w: dict) -> Optional[str]:
     Measured on the Intel dev VM (2 MB L2 per core, 480 MB L3 feeding a core at ~50 GB/s; fp32
     forward, batch 8, 2 threads, same process): SE avg at 256 x 56^2 (3.2 MB samples) 1.58 ms per
     thread -> 1.37 shared, ECA 1.57 -> 1.32; at 512 x 28^2 (1.6 MB) the two tied (SE avg 0.73 /
-    0.76, ECA 0.717 / 0.714) and beat the passes (SE avg 0.886 -> 0.714, ECA 1024 x 14^2 0.489 ->
-    0.365); with smaller samples shared lost (ECA's stage alone at 1024 x 14^2 0.305 -> 0.334 ms,
+    0.76, ECA 0.717 / 0.714) and beat the passes (SE avg 0.886 -> 0.714; ECA at 1024 x 14^2 0.489
+    -> 0.365); with smaller samples shared lost (ECA's stage alone at 1024 x 14^2 0.305 -> 0.334 ms,
     2048 x 7^2 0.161 -> 0.208: two joins per sample). On an AMD EPYC (Zen 5, 1 MB L2 per core, 32
     MB L3) VM, per thread against the passes (medians of 11 alternating rounds, two runs, ms):
     ECA tied, 0.875-0.914 / 0.875-0.924 at 56^2, 0.398 / 0.384-0.385 at 28^2, 0.131-0.167 /
