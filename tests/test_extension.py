@@ -616,6 +616,25 @@ def test_blocks_use_the_channel_stage(block, batch, l2, vendor, staged, monkeypa
 
 
 @_needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 37, 41, 29), (3, 1, 5, 7), (2, 33, 1, 1), (1, 64, 8, 4)])
+def test_cpu_pointwise_copy_between_layouts(shape, dtype):
+    """pointwise with no terms is a copy into ``like``'s layout; between NCHW and channels_last it
+    runs in 32 x 32 tiles (csrc/cpu/pointwise.cpp, copy_tiles): the same bits as aten's copy, on
+    shapes that are not multiples of the tile, C = 1, H = W = 1, from a batch slice, either way."""
+    from attnfused.kernels.extension import CPU
+
+    nothing = (None,) * 8
+    big = torch.randn(shape[0] + 2, *shape[1:]).to(dtype)
+    for src_fmt, dst_fmt in [(torch.channels_last, torch.contiguous_format),
+                             (torch.contiguous_format, torch.channels_last)]:
+        like = torch.empty(shape, dtype=dtype).contiguous(memory_format=dst_fmt)
+        for src in (big.contiguous(memory_format=src_fmt)[1:-1], big[1:-1].contiguous(memory_format=src_fmt)):
+            got = CPU.ops.pointwise(src, like, True, *nothing)
+            assert got.is_contiguous(memory_format=dst_fmt) and torch.equal(got, src), (src_fmt, src.stride())
+
+
+@_needs_ext
 @pytest.mark.parametrize("x_layout", ["nchw", "channels_last"])
 def test_cpu_backward_reads_a_dense_dy(x_layout, monkeypatch):
     """The cpu provider's backward passes get dy unit-stride along x's rows: a dy that already is
@@ -632,9 +651,11 @@ def test_cpu_backward_reads_a_dense_dy(x_layout, monkeypatch):
     dense = torch.randn(x.shape).contiguous(memory_format=fmt)
     sliced = torch.randn(5, 6, 5, 7).contiguous(memory_format=fmt)[1:4]
     assert CPU.dense_grad(dense, x) is dense and CPU.dense_grad(sliced, x) is sliced
+    copies = _record_calls(monkeypatch, CPU.ops, "pointwise", lambda args, kwargs, out: args[0].stride())
     for dy in (torch.ones(()).expand(x.shape), dense.contiguous(memory_format=other)):
         got = CPU.dense_grad(dy, x)
         assert got.is_contiguous(memory_format=fmt) and torch.equal(got, dy)
+    assert copies == [dense.contiguous(memory_format=other).stride()]  # the other layout in tiles
     # [B, C, 1, 1] expanded: unit-stride along C, which is what channels_last rows need
     per_channel = torch.randn(3, 6, 1, 1).expand(x.shape)
     got = CPU.dense_grad(per_channel, x)

@@ -211,15 +211,19 @@ class CPUExtensionProvider(ExtensionProvider):
 
     def dense_grad(self, dy: Tensor, x: Tensor) -> Tensor:
         """``dy`` for the backward's passes: as it comes where it is unit-stride along the axis
-        ``x``'s rows run (H*W for NCHW, C for channels_last), else one copy in ``x``'s layout. The
-        passes' vectorised loops need those unit-stride rows; the stride-0 gradient of ``y.sum()``
-        or a dy in the other layout took their generic loops, which cost more than the copy: SE avg
-        forward + backward at 8 x 512 x 28^2 fp32, NCHW x, on the Zen 5 VM: 1.3-1.45 ms with an
-        NCHW dy; 5.7 -> 1.75 with an expanded one; 8.0 -> 4.7 with a channels_last one, of which
-        aten's transposing copy takes 2.1 (eager: 3.9 / 3.6 / 5.5)."""
+        ``x``'s rows run (H*W for NCHW, C for channels_last), else one copy in ``x``'s layout: a dy
+        in the other layout through ``pointwise`` with no terms (32 x 32 tiles, csrc/cpu/pointwise.cpp
+        copy_tiles), any other (the stride-0 gradient of ``y.sum()``) through aten. The passes'
+        vectorised loops need those unit-stride rows; their generic loops cost more than the copy.
+        SE avg forward + backward at 8 x 512 x 28^2 fp32, NCHW x, on the Zen 5 VM: an expanded dy
+        5.7 -> 1.75 ms (NCHW dy: 1.3-1.45, eager 3.6-3.9; one process each); a channels_last dy 8.0
+        ms in the generic loops, then in one process 3.9 with aten's copy and 2.45 with the tiles."""
         cl = channels_fastest(bcp_strides(x)[1])
-        if bcp_strides(dy)[1][1 if cl else 2] == 1:
-            return dy
+        dv, strides = bcp_strides(dy)
+        if strides[1 if cl else 2] == 1:
+            return dv
+        if strides[2 if cl else 1] == 1 and dy.dtype == x.dtype:
+            return self.ops.pointwise(dv, x, True, None, None, None, None, None, None, None, None)
         return dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
     def channel_stage(self, x: Tensor, cs, w: dict, want_arg: bool) -> Optional[tuple[Tensor, ...]]:
