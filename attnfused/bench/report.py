@@ -31,6 +31,8 @@ def metadata(device: torch.device, copy_gbs: Optional[float]) -> dict:
         meta["triton"] = triton.__version__
     except ImportError:
         meta["triton"] = None
+    if device.type == "cpu":
+        meta["cpu"] = cpu_facts()
     if device.type == "cuda":
         try:
             meta["driver"] = subprocess.run(
@@ -40,6 +42,36 @@ def metadata(device: torch.device, copy_gbs: Optional[float]) -> dict:
         except Exception:
             meta["driver"] = None
     return meta
+
+
+def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo"),
+              caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+    """What told this project's CPU VMs apart in its measurements (the providers' rules and their
+    speed depend on them): vendor, family / model, model name, and cpu0's caches as Linux reports
+    them (``{"L1d": "48K", "L2": "1024K", "L3": "32768K"}``). Empty where not available."""
+    facts: dict = {}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "model_name"}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                name = keys.get(key.strip())
+                if name and name not in facts:
+                    facts[name] = value.strip()
+                if not line.strip() and facts:  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    sizes = {}
+    try:
+        for index in sorted(caches.glob("index*")):
+            level, kind, size = ((index / n).read_text().strip() for n in ("level", "type", "size"))
+            sizes[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    except (OSError, ValueError):
+        pass
+    if sizes:
+        facts["caches"] = sizes
+    return facts
 
 
 def _fmt(v, spec: str) -> str:

@@ -54,7 +54,15 @@ def _ms(row: Optional[dict]) -> str:
 
 def heading(meta: dict, name: str) -> str:
     versions = ", ".join(f"{k} {meta[k]}" for k in ("torch", "triton", "cuda_runtime", "driver") if meta.get(k))
-    return f"**{meta.get('device')}**, {meta.get('date', '')[:10]} ({versions}; `{meta.get('command', '')}`, `{name}`)"
+    device = meta.get("device")
+    cpu = meta.get("cpu") or {}
+    if cpu:  # CPU runs: which machine (the rules and the numbers depend on it)
+        caches = ", ".join(f"{k} {v}" for k, v in (cpu.get("caches") or {}).items() if k in ("L2", "L3"))
+        what = " ".join(str(cpu[k]) for k in ("model_name",) if cpu.get(k))
+        if cpu.get("family"):
+            what += f" family {cpu['family']} model {cpu.get('model', '?')}"
+        device = f"{device}: {', '.join(t for t in (what.strip(), caches) if t)}"
+    return f"**{device}**, {meta.get('date', '')[:10]} ({versions}; `{meta.get('command', '')}`, `{name}`)"
 
 
 def micro_tables(rows: list[dict]) -> list[str]:
