@@ -126,3 +126,12 @@ def assert_close_but_max_ties(
         f"{(actual.float() - expected.float())[unexplained].abs().max().item():.3g}"
     )
     assert bad.float().mean().item() <= 1e-2, f"{what}: {bad.sum().item()} of {bad.numel()} elements differ at ties"
+
+
+def write_fake_caches(root, caches: dict) -> None:
+    """A fake sysfs cpu0/cache tree under ``root``: ``{"index2": ("2", "Unified", "1024K"), ...}``
+    gives each index its level, type and size files (attnfused/_machine.py reads them)."""
+    for index, values in caches.items():
+        (root / index).mkdir(parents=True)
+        for name, value in zip(("level", "type", "size"), values):
+            (root / index / name).write_text(value + "\n")

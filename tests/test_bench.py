@@ -29,17 +29,16 @@ def test_bench_quick(tmp_path, capsys):
 def test_cpu_facts_from_linux(tmp_path):
     """The CPU runs' metadata: the first processor's vendor, family, model and name, and cpu0's
     caches; nothing where Linux's files are absent."""
+    from helpers import write_fake_caches
+
     from attnfused.bench.report import cpu_facts
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
                     "model name\t: AMD EPYC\n\nprocessor\t: 1\nvendor_id\t: Other\n")
     caches = tmp_path / "cache"
-    for index, values in {"index0": ("1", "Data", "48K"), "index1": ("1", "Instruction", "32K"),
-                          "index2": ("2", "Unified", "1024K"), "index3": ("3", "Unified", "32768K")}.items():
-        (caches / index).mkdir(parents=True)
-        for name, value in zip(("level", "type", "size"), values):
-            (caches / index / name).write_text(value + "\n")
+    write_fake_caches(caches, {"index0": ("1", "Data", "48K"), "index1": ("1", "Instruction", "32K"),
+                               "index2": ("2", "Unified", "1024K"), "index3": ("3", "Unified", "32768K")})
     assert cpu_facts(info, caches) == {
         "vendor": "AuthenticAMD", "family": "26", "model": "2", "model_name": "AMD EPYC",
         "caches": {"L1d": "48K", "L1i": "32K", "L2": "1024K", "L3": "32768K"},

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from .._machine import CPU0_CACHES, CPUINFO, cpu0_caches, cpu_fields
+
 
 def metadata(device: torch.device, copy_gbs: Optional[float]) -> dict:
     meta = {
@@ -44,31 +46,14 @@ def metadata(device: torch.device, copy_gbs: Optional[float]) -> dict:
     return meta
 
 
-def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo"),
-              caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+def cpu_facts(cpuinfo: Path = CPUINFO, caches: Path = CPU0_CACHES) -> dict:
     """What told this project's CPU VMs apart in its measurements (the providers' rules and their
     speed depend on them): vendor, family / model, model name, and cpu0's caches as Linux reports
     them (``{"L1d": "48K", "L2": "1024K", "L3": "32768K"}``). Empty where not available."""
-    facts: dict = {}
+    fields = cpu_fields(cpuinfo)
     keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "model_name"}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                name = keys.get(key.strip())
-                if name and name not in facts:
-                    facts[name] = value.strip()
-                if not line.strip() and facts:  # the first processor's block is enough
-                    break
-    except OSError:
-        pass
-    sizes = {}
-    try:
-        for index in sorted(caches.glob("index*")):
-            level, kind, size = ((index / n).read_text().strip() for n in ("level", "type", "size"))
-            sizes[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
-    except (OSError, ValueError):
-        pass
+    facts: dict = {name: fields[key] for key, name in keys.items() if key in fields}
+    sizes = cpu0_caches(caches)
     if sizes:
         facts["caches"] = sizes
     return facts

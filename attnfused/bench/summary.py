@@ -58,7 +58,7 @@ def heading(meta: dict, name: str) -> str:
     cpu = meta.get("cpu") or {}
     if cpu:  # CPU runs: which machine (the rules and the numbers depend on it)
         caches = ", ".join(f"{k} {v}" for k, v in (cpu.get("caches") or {}).items() if k in ("L2", "L3"))
-        what = " ".join(str(cpu[k]) for k in ("model_name",) if cpu.get(k))
+        what = cpu.get("model_name", "")
         if cpu.get("family"):
             what += f" family {cpu['family']} model {cpu.get('model', '?')}"
         device = f"{device}: {', '.join(t for t in (what.strip(), caches) if t)}"

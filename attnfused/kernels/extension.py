@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .._machine import CPU0_CACHES, CPUINFO, cpu0_caches, cpu_fields, size_bytes
 from ._layout import bcp_strides, channels_fastest
 
 __all__ = ["CPU", "CUDA", "CPUExtensionProvider", "CUDAExtensionProvider", "ExtensionProvider", "extension_status"]
@@ -162,19 +162,11 @@ def _cpu_vendor() -> str:
     unknown. Read once: the CPU forwards ask on every call, and reading /proc/cpuinfo takes tens of
     microseconds."""
     if "vendor" not in _state:
-        _state["vendor"] = ""
-        try:
-            with open(_CPUINFO) as f:
-                for line in f:
-                    if line.startswith("vendor_id"):
-                        _state["vendor"] = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
+        _state["vendor"] = cpu_fields(_CPUINFO).get("vendor_id", "")
     return _state["vendor"]
 
 
-_CPUINFO = Path("/proc/cpuinfo")
+_CPUINFO = CPUINFO
 
 
 def _default_fc_gate_max_rows() -> int:
@@ -248,8 +240,8 @@ class CPUExtensionProvider(ExtensionProvider):
     ) -> tuple[Tensor, ...]:
         """CBAM's spatial stage forward without BatchNorm, sample by sample (csrc/cpu/stages.cpp):
         ``(y, maps, amc, sa, z)`` equal to pool_c + the maps + gate_conv + the gate + scale, with each
-        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``. ``channel``: ``(cs, w)`` to run
-        CBAM's channel stage first for each sample as well (``ca`` None; where
+        sample's second read of ``x`` from cache. ``maps``: a SpatialSpec's ``maps``. ``channel``:
+        ``(cs, w)`` to run CBAM's channel stage first for each sample as well (``ca`` None; where
         :func:`stage_takes_gate` allows it), which adds :meth:`channel_stage`'s ``(avg, mx, amp, ca,
         z, h)`` to the tuple. ``want_arg`` False (no backward follows): the maxima without their
         argmax (``amc`` and ``amp`` come back empty)."""
@@ -328,22 +320,16 @@ def channel_stage_schedule(x: Tensor, cs, w: dict) -> Optional[str]:
     return "per_thread"
 
 
-_CPU0_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+_CPU0_CACHES = CPU0_CACHES
 
 
 def _l2_bytes() -> Optional[int]:
     """One core's L2 cache in bytes as Linux's sysfs gives it for cpu0, or None where it does not
     (then no stage runs shared). Read once."""
     if "l2" not in _state:
-        _state["l2"] = None
-        try:
-            for index in sorted(_CPU0_CACHES.glob("index*")):
-                level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
-                if level == "2" and kind in ("Unified", "Data"):
-                    _state["l2"] = int(size.rstrip("KM")) * {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
-                    break
-        except (OSError, ValueError):
-            pass
+        caches = cpu0_caches(_CPU0_CACHES)
+        size = caches.get("L2", caches.get("L2d"))
+        _state["l2"] = None if size is None else size_bytes(size)
     return _state["l2"]
 
 
