@@ -790,8 +790,8 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
     1, 2 and 4 accumulator vectors, channels_last tiles sweep rows of channels. Ties at positions
     spread over vectors and accumulators go to the first, a NaN wins at the first NaN, -inf rows
     and a -0.0/0.0 tie keep the first element, as torch.max. ``want_arg=False`` (a forward no
-    backward follows): the same max values, no argmax. 70 channels: channels_last tiles take groups
-    of output vectors and a scalar rest."""
+    backward follows): the same max values, no argmax. Channels_last tiles fold rows four at a time
+    and the rest one by one (p % 4 is 0 to 3 here); 70 channels: vector lanes and a scalar rest."""
     g = torch.Generator().manual_seed(p)
     x = torch.randn(2, c, p, 1, generator=g, dtype=dtype)
     ties = [[0, p - 1], [p - 1], [p // 2, p // 3, p // 5], [p // 7, p - 2], [1 % p, p - 1]]

@@ -3,8 +3,7 @@
 // Each reduction walks the tensor once in its memory order: when the reduced axis is the
 // unit-stride one (pool_hw on NCHW, pool_c on channels_last) a task reduces whole rows
 // (row_reduce); otherwise a task owns a tile of the kept axis and sweeps the reduced
-// axis, accumulating a vector of results (tile_reduce for the pools, tile_dot for the backward's
-// dot products). Unit-stride inputs get
+// axis, accumulating a vector of results (tile_reduce). Unit-stride inputs get
 // branch-free loop bodies (templated on the optional terms); any other strides take one generic
 // body. No splits on CPU: (sample x tile) tasks already outnumber the cores.
 #include <vector>
@@ -16,7 +15,7 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-// Kept-axis entries per tile task: long contiguous row segments for tile_reduce's chunks (a whole
+// Kept-axis entries per tile task: long contiguous row segments for tile_reduce's rows (a whole
 // 56x56 map is 3136), outputs ~12 KiB per buffer, still a few tasks per sample to balance threads.
 constexpr int64_t kTile = 1024;
 
@@ -76,41 +75,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
   });
 }
 
-// ``sum[j] = sum_k value(k, j)`` as tile_reduce without the max, for the backward's dot products
-// (dot_c on NCHW, dot_hw on channels_last: ``value`` reads dy and x). Four rows at a time through
-// the outputs (a few KiB, in L1), in k order per output: the same sums, bit for bit. tile_reduce's
-// chunks, with four output vectors per pass for the max's compare chains, ran these at half the
-// speed of dot_hw's NCHW rows. Zen 5 VM, 8 x C x H x W fp32, 2 threads, same process, chunks /
-// rows one at a time / four at a time, ms: dot_c 256x56^2 1.34 / 0.92 / 0.70, 512x28^2 0.22 / 0.17
-// / 0.17, 1024x14^2 0.13 / 0.09 / 0.10; channels_last dot_hw 1.33 / 0.87 / 0.78, 0.23 / 0.16 /
-// 0.16. The single-input sums (the avg pools) stay on tile_reduce: there it was ~5% faster.
-template <typename acc_t, typename Value>
-AF_VEC void tile_dot(Value value, int64_t K, int64_t J, acc_t* __restrict sum) {
-  for (int64_t j = 0; j < J; ++j) sum[j] = 0;
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-#pragma GCC ivdep
-    for (int64_t j = 0; j < J; ++j) {
-      acc_t s = sum[j];
-      s += value(k, j);
-      s += value(k + 1, j);
-      s += value(k + 2, j);
-      s += value(k + 3, j);
-      sum[j] = s;
-    }
-  }
-  for (; k < K; ++k) {
-#pragma GCC ivdep
-    for (int64_t j = 0; j < J; ++j) sum[j] += value(k, j);
-  }
-}
-
-// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k. ``tile_value``
-// calls ``run(value, kDot)`` for the backward's dot products (tile_dot; no max), ``run(value,
-// kPool)`` otherwise (tile_reduce).
-constexpr std::true_type kDot{};
-constexpr std::false_type kPool{};
-
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k.
 template <typename acc_t, typename TileValue>
 void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
   const int64_t n_tiles = (J + kTile - 1) / kTile;
@@ -118,15 +83,11 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
     TileBuffers<acc_t> buf;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
-      tile_value(b, j0, [&](auto value, auto dot) {
-        if constexpr (decltype(dot)::value) {
-          tile_dot(value, K, n, buf.sum.data());
-        } else {
-          with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
-            tile_reduce<decltype(max_flag)::value, acc_t, decltype(value), decltype(arg_flag)::value>(
-                value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
-          });
-        }
+      tile_value(b, j0, [&](auto value) {
+        with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+          tile_reduce<decltype(max_flag)::value, acc_t, decltype(value), decltype(arg_flag)::value>(
+              value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+        });
       });
       for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
     }
@@ -154,7 +115,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
       rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) { run([&](int64_t p) { return generic(b, c, p); }); });
     } else {
       tiles(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
-        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); }, kPool);
+        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); });
       });
     }
     return;
@@ -186,10 +147,9 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     const scalar_t* px = X + b * x.sb + c0;
     const int64_t sap = a.sp, sxp = x.sp;
     if (!has_x) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]); }, kPool);
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]); });
     } else if (!mid) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]) * static_cast<acc_t>(px[p * sxp + j]); },
-          kDot);
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]) * static_cast<acc_t>(px[p * sxp + j]); });
     } else {
       const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
       const int32_t* amc = t.amc + b * P;
@@ -199,7 +159,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
         const acc_t dmp = dm[p];
         v += amc[p] == c0_ + j ? dmp : acc_t(0);
         return v * static_cast<acc_t>(px[p * sxp + j]);
-      }, kDot);
+      });
     }
   });
 }
@@ -234,7 +194,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
       rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) { run([&](int64_t c) { return generic(b, c, p); }); });
     } else {
       tiles(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
-        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); }, kPool);
+        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); });
       });
     }
     return;
@@ -269,12 +229,12 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
           run([=](int64_t c, int64_t j) {
             const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
             return (decltype(has_ca)::value ? v * g[c] : v) * static_cast<acc_t>(px[c * sxc + j]);
-          }, kDot);
+          });
         } else {
           run([=](int64_t c, int64_t j) {
             const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
             return decltype(has_ca)::value ? x1(v, g[c], round) : v;
-          }, kPool);
+          });
         }
       });
     });
