@@ -780,6 +780,35 @@ def test_fc_gate_refuses_bad_arguments():
 
 
 @_needs_ext
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("c", [7, 70, 127, 128, 130, 300])
+def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
+    """pool_c's max of x * ca on CPU (CBAM's spatial pool): channels_last rows of C take 1, 2 or 3
+    accumulator vectors by length (csrc/cpu/reduce.cpp ``rows``), NCHW tiles fold four rows of C at
+    a time and the rest one by one. ca holds powers of two, so x * ca is exact and ties are exact:
+    each goes to its first channel; a NaN wins at the first NaN, a -inf column keeps channel 0."""
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(2, c, 3, 2, generator=g, dtype=dtype)
+    ca = torch.exp2(torch.randint(-2, 3, (2, c), generator=g).to(dtype))
+    ties = [[0, c - 1], [c - 1], [c // 2, c // 3, c // 5], [c // 7, c - 2], [1 % c, c - 1]]
+    for q in range(6):
+        b, p = q % 2, q // 2
+        chans = ties[q % len(ties)]
+        x[b, chans, p, q % 2] = (9.0 + q % 3) / ca[b, chans]
+    x[1, [c // 2, c - 1], 2, 1] = float("nan")
+    x[0, :, 2, 1] = float("-inf")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, mx, arg = ops.reduce_c(x, None, ca.to(torch.float64 if dtype == torch.float64 else torch.float32), True, float(c))
+    x1 = x * ca[:, :, None, None]
+    want_mx, want_arg = x1.flatten(2).max(dim=1)
+    torch.testing.assert_close(mx, want_mx, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(arg.long(), want_arg), (arg, want_arg)
+    torch.testing.assert_close(mean, x1.flatten(2).mean(1), equal_nan=True)
+
+
+@_needs_ext
 @pytest.mark.parametrize("want_arg", [True, False], ids=["with-argmax", "max-only"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)

@@ -49,7 +49,11 @@ void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
 }
 
 // Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
-template <typename acc_t, typename RowValue>
+// kLongArgDepth: row_reduce's depth on rows of 128+ with the argmax. 4 (12 accumulator vectors)
+// fits AVX2's 16 registers while each value is one load; with two (x * ca, pool_c on
+// channels_last), GCC spilled them: one thread, rows of 512 x*ca values, 0.30 ms at depth 4 against
+// 0.16 at 3 (Zen 5 VM; without ca 0.134 / 0.138).
+template <int kLongArgDepth = 4, typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
     with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
@@ -66,7 +70,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
           } else if (K < 128) {
             row_reduce<kMax, acc_t, Value, 2, kArg>(value, K, &s, &m, &arg);
           } else {
-            row_reduce<kMax, acc_t, Value, 4, kArg>(value, K, &s, &m, &arg);
+            row_reduce<kMax, acc_t, Value, kArg ? kLongArgDepth : 4, kArg>(value, K, &s, &m, &arg);
           }
           store(r, i, s, m, arg, kMax);
         });
@@ -202,7 +206,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
   with_flag(ca != nullptr, [&](auto has_ca) {
     with_flag(r.round_x1, [&](auto round) {
       if (c_fast) {  // rows of C per (b, p)
-        rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) {
+        rows<decltype(has_ca)::value ? 3 : 4>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) {
           const scalar_t* ra = A + b * a.sb + p * a.sp;
           const scalar_t* rx = X + b * x.sb + p * x.sp;
           const acc_t* g = ca + b * C;
