@@ -273,8 +273,8 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
 // [0, K), j in [0, J): J independent outputs along the unit-stride axis, K rows of the reduced one
 // (pool_c and dot_c on NCHW, pool_hw and dot_hw on channels_last). The outputs live in memory (the
 // caller's buffers, a few KiB: they stay in L1). kRows rows at a time: for each output, load it,
-// fold in the kRows rows' values in k order, store it back; a plain loop over j that the loop
-// vectoriser takes whole (selects for the max). Rows arrive in increasing k, so a strict ``>``
+// fold in the kRows rows' values in k order, store it back: a plain loop over j, left to the loop
+// vectoriser (the max as selects). Rows arrive in increasing k, so a strict ``>``
 // keeps the first index; the fold order per output is k order (deterministic). kArg: as
 // row_reduce's.
 // Before, chunks of 8 rows went by four explicit output vectors at a time (GCC vector extensions,

@@ -49,10 +49,10 @@ void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
 }
 
 // Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
-// kLongArgDepth: row_reduce's depth on rows of 128+ with the argmax. 4 (12 accumulator vectors)
-// fits AVX2's 16 registers while each value is one load; with two (x * ca, pool_c on
-// channels_last), GCC spilled them: one thread, rows of 512 x*ca values, 0.30 ms at depth 4 against
-// 0.16 at 3 (Zen 5 VM; without ca 0.134 / 0.138).
+// kLongArgDepth: row_reduce's depth on rows of 128+ with the argmax. At 4 (12 accumulator vectors
+// of AVX2's 16 registers) a value of two loads (x * ca, pool_c on channels_last) made GCC keep
+// them on the stack (twice the stack accesses): a standalone copy of the loop, one thread, 4 x 784
+// rows of 512 x * ca, ran in 0.30 ms at depth 4 and 0.16 at 3 (Zen 5 VM; plain x: 0.134 / 0.138).
 template <int kLongArgDepth = 4, typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
