@@ -79,8 +79,9 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
   });
 }
 
-// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k.
-template <typename acc_t, typename TileValue>
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k. kHalf: the
+// input is fp16 / bf16, whose max goes to tile_reduce_chunks (common.h).
+template <bool kHalf, typename acc_t, typename TileValue>
 void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
   const int64_t n_tiles = (J + kTile - 1) / kTile;
   at::parallel_for(0, r.B * n_tiles, grain_for(kTile * K), [&](int64_t begin, int64_t end) {
@@ -89,8 +90,13 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
       tile_value(b, j0, [&](auto value) {
         with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
-          tile_reduce<decltype(max_flag)::value, acc_t, decltype(value), decltype(arg_flag)::value>(
-              value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+          constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+          if constexpr (kHalf && kMax) {
+            tile_reduce_chunks<kMax, acc_t, decltype(value), kArg>(value, K, n, buf.sum.data(), buf.mx.data(),
+                                                                    buf.arg.data());
+          } else {
+            tile_reduce<kMax, acc_t, decltype(value), kArg>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+          }
         });
       });
       for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
@@ -100,6 +106,7 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
 
 template <typename scalar_t, typename acc_t>
 void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
+  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
   const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const Terms<acc_t> t = r.t;
@@ -118,7 +125,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     if (p_fast) {
       rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) { run([&](int64_t p) { return generic(b, c, p); }); });
     } else {
-      tiles(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
+      tiles<kHalf>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
         run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); });
       });
     }
@@ -146,7 +153,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     });
     return;
   }
-  tiles(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
+  tiles<kHalf>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
     const scalar_t* pa = A + b * a.sb + c0;
     const scalar_t* px = X + b * x.sb + c0;
     const int64_t sap = a.sp, sxp = x.sp;
@@ -170,6 +177,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
 
 template <typename scalar_t, typename acc_t>
 void reduce_c_impl(const ReduceArgs<acc_t>& r) {
+  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
   const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const acc_t* ca = r.t.ca;
@@ -197,7 +205,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
     if (c_fast) {
       rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) { run([&](int64_t c) { return generic(b, c, p); }); });
     } else {
-      tiles(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
+      tiles<kHalf>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
         run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); });
       });
     }
@@ -224,7 +232,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
         });
         return;
       }
-      tiles(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
+      tiles<kHalf>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
         const scalar_t* pa = A + b * a.sb + p0;
         const scalar_t* px = X + b * x.sb + p0;
         const acc_t* g = ca + b * C;
