@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -192,6 +193,27 @@ def test_auto_on_cpu_runs_the_cpu_provider():
     y = AF.se(x, w1, w2)
     assert "attnfused" in type(y.grad_fn).__name__.lower()  # the fused op, not eager autograd
     torch.testing.assert_close(y, attnfused.reference.se(x, w1, w2))
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU-only behaviour")
+def test_auto_runs_the_reference_for_fp16_on_cpu(caplog, monkeypatch):
+    """fp16 CPU tensors: "auto" runs eager, announced in one log line (the "cpu" provider converts
+    fp16 in software and was 2.5-13x slower than eager); "cpu" asked for by name still runs the
+    provider; bf16 stays on it under "auto"."""
+    from attnfused import _backend
+
+    monkeypatch.setattr(_backend, "_announced", set())
+    w1, w2 = _se_weights(device="cpu")
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float16, requires_grad=True)
+    with caplog.at_level(logging.INFO, logger="attnfused"):
+        y = AF.se(x, w1.half(), w2.half())
+        AF.se(x, w1.half(), w2.half())
+    assert "attnfused" not in type(y.grad_fn).__name__.lower()
+    assert caplog.text.count("for fp16 CPU tensors") == 1, caplog.text
+    with attnfused.use_backend("cpu"):
+        assert "attnfused" in type(AF.se(x, w1.half(), w2.half()).grad_fn).__name__.lower()
+    xb = x.detach().bfloat16().requires_grad_(True)
+    assert "attnfused" in type(AF.se(xb, w1.bfloat16(), w2.bfloat16()).grad_fn).__name__.lower()
 
 
 def test_without_the_extension_auto_falls_back_and_cpu_says_how_to_build():
