@@ -269,6 +269,33 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
   }
 }
 
+// The tile reductions' outputs before the first row: sums 0, maxima -inf, indices 0.
+template <bool kMax, bool kArg, typename acc_t>
+inline void tile_start(int64_t J, acc_t* __restrict sum, acc_t* __restrict mx, int32_t* __restrict arg) {
+  for (int64_t j = 0; j < J; ++j) {
+    sum[j] = 0;
+    if constexpr (kMax) mx[j] = -std::numeric_limits<acc_t>::infinity();
+    if constexpr (kArg) arg[j] = 0;
+  }
+}
+
+// The NaN rule of row_reduce for the tile reductions, after the last row: an output whose sum came
+// out NaN is scanned again for its first NaN, which becomes its max (and index).
+template <bool kArg, typename acc_t, typename Value>
+inline void tile_nan_rule(const Value& value, int64_t K, int64_t J, const acc_t* sum, acc_t* mx, int32_t* arg) {
+  for (int64_t j = 0; j < J; ++j) {
+    if (sum[j] == sum[j]) continue;
+    for (int64_t k = 0; k < K; ++k) {
+      const acc_t v = value(k, j);
+      if (v != v) {
+        mx[j] = v;
+        if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
+        break;
+      }
+    }
+  }
+}
+
 // ``sum[j] = sum_k value(k, j)`` (and with kMax the max over k and its first index) for k in
 // [0, K), j in [0, J): J independent outputs along the unit-stride axis, K rows of the reduced one
 // (pool_c and dot_c on NCHW, pool_hw and dot_hw on channels_last). The outputs live in memory (the
@@ -288,11 +315,7 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
                         int32_t* __restrict arg) {
   static_assert(kMax || !kArg, "an argmax needs the max");
   constexpr int64_t kRows = 4;
-  for (int64_t j = 0; j < J; ++j) {
-    sum[j] = 0;
-    if constexpr (kMax) mx[j] = -std::numeric_limits<acc_t>::infinity();
-    if constexpr (kArg) arg[j] = 0;
-  }
+  tile_start<kMax, kArg>(J, sum, mx, arg);
   // The fold of rows [k0, k0 + n) into output j (n a compile-time count: unrolled).
   auto fold = [&](int64_t j, int64_t k0, auto n) {
     acc_t s = sum[j], m = kMax ? mx[j] : acc_t(0);
@@ -321,19 +344,7 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
 #pragma GCC ivdep
     for (int64_t j = 0; j < J; ++j) fold(j, k, std::integral_constant<int64_t, 1>{});
   }
-  if constexpr (kMax) {
-    for (int64_t j = 0; j < J; ++j) {  // NaN rule, as row_reduce
-      if (sum[j] == sum[j]) continue;
-      for (int64_t k = 0; k < K; ++k) {
-        const acc_t v = value(k, j);
-        if (v != v) {
-          mx[j] = v;
-          if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
-          break;
-        }
-      }
-    }
-  }
+  if constexpr (kMax) tile_nan_rule<kArg>(value, K, J, sum, mx, arg);
 }
 
 // tile_reduce's former schedule, kept for the max over fp16 / bf16 inputs: with their conversions
@@ -349,11 +360,7 @@ AF_VEC void tile_reduce_chunks(Value value, int64_t K, int64_t J, acc_t* __restr
   using V = typename T::V;
   using I = typename T::I;
   constexpr int W = T::W, kChunk = 8;
-  for (int64_t j = 0; j < J; ++j) {
-    sum[j] = 0;
-    if constexpr (kMax) mx[j] = -std::numeric_limits<acc_t>::infinity();
-    if constexpr (kArg) arg[j] = 0;
-  }
+  tile_start<kMax, kArg>(J, sum, mx, arg);
   // kGroup output vectors per pass over the chunk's rows: each row's compare and select (or add)
   // depends on the previous row's result for the same outputs, so one vector at a time ran at the
   // latency of that chain (~6 cycles a row with the argmax); kGroup independent chains overlap.
@@ -403,19 +410,7 @@ AF_VEC void tile_reduce_chunks(Value value, int64_t K, int64_t J, acc_t* __restr
         }
       }
   }
-  if constexpr (kMax) {
-    for (int64_t j = 0; j < J; ++j) {  // NaN rule, as row_reduce
-      if (sum[j] == sum[j]) continue;
-      for (int64_t k = 0; k < K; ++k) {
-        const acc_t v = value(k, j);
-        if (v != v) {
-          mx[j] = v;
-          if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
-          break;
-        }
-      }
-    }
-  }
+  if constexpr (kMax) tile_nan_rule<kArg>(value, K, J, sum, mx, arg);
 }
 
 }  // namespace cpu
