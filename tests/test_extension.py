@@ -800,7 +800,8 @@ def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
     x[0, :, 2, 1] = float("-inf")
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    mean, mx, arg = ops.reduce_c(x, None, ca.to(torch.float64 if dtype == torch.float64 else torch.float32), True, float(c))
+    ca_acc = ca.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    mean, mx, arg = ops.reduce_c(x, None, ca_acc, True, float(c))
     x1 = x * ca[:, :, None, None]
     want_mx, want_arg = x1.flatten(2).max(dim=1)
     torch.testing.assert_close(mx, want_mx, equal_nan=True, rtol=0, atol=0)
