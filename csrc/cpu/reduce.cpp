@@ -79,10 +79,11 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
   });
 }
 
-// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k. kHalf: the
-// input is fp16 / bf16, whose max goes to tile_reduce_chunks (common.h).
-template <bool kHalf, typename acc_t, typename TileValue>
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k. The max over
+// fp16 / bf16 inputs (scalar_t) goes to tile_reduce_chunks (common.h).
+template <typename scalar_t, typename acc_t, typename TileValue>
 void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
+  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
   const int64_t n_tiles = (J + kTile - 1) / kTile;
   at::parallel_for(0, r.B * n_tiles, grain_for(kTile * K), [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf;
@@ -106,7 +107,6 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
 
 template <typename scalar_t, typename acc_t>
 void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
-  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
   const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const Terms<acc_t> t = r.t;
@@ -125,7 +125,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     if (p_fast) {
       rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) { run([&](int64_t p) { return generic(b, c, p); }); });
     } else {
-      tiles<kHalf>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
+      tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
         run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); });
       });
     }
@@ -153,7 +153,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     });
     return;
   }
-  tiles<kHalf>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
+  tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
     const scalar_t* pa = A + b * a.sb + c0;
     const scalar_t* px = X + b * x.sb + c0;
     const int64_t sap = a.sp, sxp = x.sp;
@@ -177,7 +177,6 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
 
 template <typename scalar_t, typename acc_t>
 void reduce_c_impl(const ReduceArgs<acc_t>& r) {
-  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
   const int64_t C = r.C, P = r.P;
   const View a = r.a, x = r.x;
   const acc_t* ca = r.t.ca;
@@ -205,7 +204,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
     if (c_fast) {
       rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) { run([&](int64_t c) { return generic(b, c, p); }); });
     } else {
-      tiles<kHalf>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
         run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); });
       });
     }
@@ -232,7 +231,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
         });
         return;
       }
-      tiles<kHalf>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
         const scalar_t* pa = A + b * a.sb + p0;
         const scalar_t* px = X + b * x.sb + p0;
         const acc_t* g = ca + b * C;
