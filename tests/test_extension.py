@@ -842,3 +842,33 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
         assert torch.equal(torch.signbit(mx), torch.signbit(want_mx))
     else:
         assert arg.numel() == 0
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cpu_fp16_conversions_are_exact(layout):
+    """The cpu provider converts fp16 with its own branch-free code (csrc/cpu/common.h, Half), not
+    c10's: every one of the 2^16 fp16 values must come back as itself through y = x * 1 (the input
+    conversion and the output one), and x * g must round as eager's float-then-half does, ties to
+    even, subnormals and overflow to inf included. Bits are compared, NaNs only as NaNs."""
+    if not extension_status()["built"]:
+        pytest.skip("attnfused._C not built (test_extension_is_built says why)")
+    from attnfused.kernels.extension import CPU
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    every = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    x = every.view(4, 64, 16, 16).contiguous(memory_format=fmt)
+    nan = x.isnan()
+
+    def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
+        assert torch.equal(got.isnan(), want.isnan())
+        ok = ~want.isnan()
+        assert torch.equal(got[ok].view(torch.int16), want[ok].view(torch.int16))
+
+    same_bits(CPU.scale(x, torch.ones(4, 64), None), x)
+    assert nan.sum() == 2 * 1023  # (the test's own check: it saw every NaN pattern)
+    # Factors that land products on ties (1 + 2^-11), in the subnormal range (2^-14 ..) and past
+    # the largest fp16 (2^10 ..), per channel.
+    g = torch.tensor([1 + 2.0 ** -11, 1 - 2.0 ** -12, 3.0, 1 / 3, 2.0 ** -14, 2.0 ** -20, 0.7 * 2.0 ** -9, 2.0 ** 10,
+                      1.5 * 2.0 ** 5, -1.0, 0.0, 2.0 ** 16, 1e-30, 65504.0 / 65520, 1.0009765625, 7.0])
+    ca = g.repeat(4, 4)
+    same_bits(CPU.scale(x, ca, None), (x.float() * ca[:, :, None, None]).half())
