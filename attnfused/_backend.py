@@ -8,11 +8,8 @@ Names:
 - ``"cuda"``, ``"cpu"``: the compiled extension ``attnfused._C`` (``csrc/``). Asking for one that
   this install did not build raises an error that says how to build it.
 - ``"auto"`` (default): for CUDA tensors the Triton kernels (else the "cuda" provider when Triton is
-  missing); for CPU tensors the "cpu" provider, except fp16 ones. Where none applies (e.g. CPU
-  tensors without the extension), the reference, announced once per device type in a log line.
-  fp16 CPU tensors also run the reference, announced once: the "cpu" provider converts fp16 in
-  software (its loops are built without F16C), which made its blocks 2.5-13x slower than eager
-  (Zen 5 VM, 2026-12-03); ``use_backend("cpu")`` still runs them there. bf16 is not affected.
+  missing); for CPU tensors the "cpu" provider. Where none applies (e.g. CPU tensors without the
+  extension), the reference, announced once per device type in a log line.
 
 The choice is a process-wide setting (``set_backend``, ``use_backend``, or the environment variable
 ``ATTNFUSED_BACKEND`` read at import). It is a plain module global rather than a context variable so
@@ -105,16 +102,6 @@ def _announce_reference(device: torch.device) -> None:
     log.info("attnfused: no fused provider for %s tensors%s; backend 'auto' runs the eager reference", device.type, why)
 
 
-def _announce_cpu_fp16() -> None:
-    if "cpu-fp16" in _announced or torch.compiler.is_compiling():
-        return
-    _announced.add("cpu-fp16")
-    log.info(
-        "attnfused: backend 'auto' runs the eager reference for fp16 CPU tensors (the 'cpu' provider "
-        "converts fp16 in software and is slower there); use_backend('cpu') forces it"
-    )
-
-
 def use_reference(x: torch.Tensor) -> bool:
     """Whether a block on ``x`` runs the eager reference under the current backend."""
     name = _state["backend"]
@@ -122,9 +109,6 @@ def use_reference(x: torch.Tensor) -> bool:
         return True
     if name == "auto" and _auto_provider(x.device) is None:
         _announce_reference(x.device)
-        return True
-    if name == "auto" and x.device.type == "cpu" and x.dtype == torch.float16:
-        _announce_cpu_fp16()
         return True
     return False
 

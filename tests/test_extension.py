@@ -4,6 +4,8 @@ and its ops refuse bad input with an error instead of reading out of bounds."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Optional
 
 import pytest
@@ -781,13 +783,15 @@ def test_fc_gate_refuses_bad_arguments():
 
 @_needs_ext
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("c", [7, 70, 127, 128, 130, 300])
 def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
     """pool_c's max of x * ca on CPU (CBAM's spatial pool): channels_last rows of C take 1, 2 or 3
     accumulator vectors by length (csrc/cpu/reduce.cpp ``rows``), NCHW tiles fold four rows of C at
     a time and the rest one by one. ca holds powers of two, so x * ca is exact and ties are exact:
-    each goes to its first channel; a NaN wins at the first NaN, a -inf column keeps channel 0."""
+    each goes to its first channel; a NaN wins at the first NaN, a -inf column keeps channel 0.
+    fp16 rows are read through float buffers (common.h RowIO, TileRows; the NaN rule re-reads
+    them row by row), bf16 ones in place."""
     g = torch.Generator().manual_seed(c)
     x = torch.randn(2, c, 3, 2, generator=g, dtype=dtype)
     ca = torch.exp2(torch.randint(-2, 3, (2, c), generator=g).to(dtype))
@@ -802,7 +806,7 @@ def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
         x = x.contiguous(memory_format=torch.channels_last)
     ca_acc = ca.to(torch.float64 if dtype == torch.float64 else torch.float32)
     mean, mx, arg = ops.reduce_c(x, None, ca_acc, True, float(c))
-    x1 = x * ca[:, :, None, None]
+    x1 = (x * ca[:, :, None, None]).to(mx.dtype)  # fp16 / bf16: x1 as eager has it, rounded (exact here)
     want_mx, want_arg = x1.flatten(2).max(dim=1)
     torch.testing.assert_close(mx, want_mx, equal_nan=True, rtol=0, atol=0)
     assert torch.equal(arg.long(), want_arg), (arg, want_arg)
@@ -812,7 +816,7 @@ def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
 @_needs_ext
 @pytest.mark.parametrize("want_arg", [True, False], ids=["with-argmax", "max-only"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("c", [7, 70])
 @pytest.mark.parametrize("p", [3, 15, 49, 70, 100, 130, 300])
 def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, want_arg):
@@ -821,7 +825,8 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
     spread over vectors and accumulators go to the first, a NaN wins at the first NaN, -inf rows
     and a -0.0/0.0 tie keep the first element, as torch.max. ``want_arg=False`` (a forward no
     backward follows): the same max values, no argmax. Channels_last tiles fold rows four at a time
-    and the rest one by one (p % 4 is 0 to 3 here); 70 channels: vector lanes and a scalar rest."""
+    and the rest one by one (p % 4 is 0 to 3 here); 70 channels: vector lanes and a scalar rest.
+    fp16 rows go through float buffers, bf16 tiles' max through the chunked schedule."""
     g = torch.Generator().manual_seed(p)
     x = torch.randn(2, c, p, 1, generator=g, dtype=dtype)
     ties = [[0, p - 1], [p - 1], [p // 2, p // 3, p // 5], [p // 7, p - 2], [1 % p, p - 1]]
@@ -835,8 +840,8 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
         x = x.contiguous(memory_format=torch.channels_last)
     avg, mx, arg = ops.reduce_hw(x, None, None, None, None, None, True, float(p), want_arg)
     want_mx, want_arg_idx = x.flatten(2).max(dim=2)
-    torch.testing.assert_close(mx, want_mx, equal_nan=True, rtol=0, atol=0)
-    torch.testing.assert_close(avg, x.flatten(2).mean(2), equal_nan=True)
+    torch.testing.assert_close(mx, want_mx.to(mx.dtype), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(avg, x.flatten(2).to(avg.dtype).mean(2), equal_nan=True)
     if want_arg:
         assert torch.equal(arg.long(), want_arg_idx), (arg, want_arg_idx)
         assert torch.equal(torch.signbit(mx), torch.signbit(want_mx))
@@ -844,31 +849,80 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
         assert arg.numel() == 0
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_cpu_fp16_conversions_are_exact(layout):
-    """The cpu provider converts fp16 with its own branch-free code (csrc/cpu/common.h, Half), not
-    c10's: every one of the 2^16 fp16 values must come back as itself through y = x * 1 (the input
-    conversion and the output one), and x * g must round as eager's float-then-half does, ties to
-    even, subnormals and overflow to inf included. Bits are compared, NaNs only as NaNs."""
-    if not extension_status()["built"]:
-        pytest.skip("attnfused._C not built (test_extension_is_built says why)")
+def _cpu_has_f16c() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "f16c" in flags and "avx2" in flags
+
+
+def check_fp16_conversions(layout: str) -> str:
+    """The checks of test_cpu_fp16_conversions_are_exact; returns the path that ran, "f16c" or
+    "software", told apart by the NaNs: F16C keeps a NaN's payload (quietened), the software path
+    writes 0x7E00 with the sign (csrc/cpu/half.cpp)."""
     from attnfused.kernels.extension import CPU
 
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    every = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.float16)
-    x = every.view(4, 64, 16, 16).contiguous(memory_format=fmt)
+    bits = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    x = bits.view(torch.float16).view(4, 64, 16, 16).contiguous(memory_format=fmt)
     nan = x.isnan()
+    assert nan.sum() == 2 * 1023  # (the test's own check: it holds every NaN pattern)
 
     def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
         assert torch.equal(got.isnan(), want.isnan())
         ok = ~want.isnan()
         assert torch.equal(got[ok].view(torch.int16), want[ok].view(torch.int16))
 
-    same_bits(CPU.scale(x, torch.ones(4, 64), None), x)
-    assert nan.sum() == 2 * 1023  # (the test's own check: it saw every NaN pattern)
+    y = CPU.scale(x, torch.ones(4, 64), None)
+    same_bits(y, x)
+    got_nan = y[nan].view(torch.int16)
+    if torch.equal(got_nan, x[nan].view(torch.int16) | 0x0200):
+        path = "f16c"
+    else:
+        assert torch.equal(got_nan, (x[nan].view(torch.int16) & -0x8000) | 0x7E00), "NaNs neither F16C's nor 0x7E00"
+        path = "software"
     # Factors that land products on ties (1 + 2^-11), in the subnormal range (2^-14 ..) and past
     # the largest fp16 (2^10 ..), per channel.
     g = torch.tensor([1 + 2.0 ** -11, 1 - 2.0 ** -12, 3.0, 1 / 3, 2.0 ** -14, 2.0 ** -20, 0.7 * 2.0 ** -9, 2.0 ** 10,
                       1.5 * 2.0 ** 5, -1.0, 0.0, 2.0 ** 16, 1e-30, 65504.0 / 65520, 1.0009765625, 7.0])
     ca = g.repeat(4, 4)
-    same_bits(CPU.scale(x, ca, None), (x.float() * ca[:, :, None, None]).half())
+    want = (x.float() * ca[:, :, None, None]).half()
+    same_bits(CPU.scale(x, ca, None), want)
+    # CBAM's forward rounds x * ca to fp16 (as eager materialises it) before the spatial gate and
+    # its pool over channels: factors that are not powers of two, so that a missing rounding shows
+    # (in y, and in the fp32 max and its index: rounding makes ties).
+    gen = torch.Generator().manual_seed(0)
+    x = (1 + torch.rand(2, 37, 5, 7, generator=gen)).half().contiguous(memory_format=fmt)
+    ca, sa = 0.5 + torch.rand(2, 37, generator=gen), 0.5 + torch.rand(2, 35, generator=gen)
+    x1 = (x.float() * ca[:, :, None, None]).half().float()
+    same_bits(CPU.scale(x, ca, sa), (x1 * sa.view(2, 1, 5, 7)).half())
+    _, mx, arg = ops.reduce_c(x, None, ca, True, 37.0)
+    want_mx, want_arg = x1.flatten(2).max(1)
+    same_bits(mx, want_mx)
+    assert torch.equal(arg.long(), want_arg)
+    return path
+
+
+@pytest.mark.parametrize("f16c", ["as-built", "off"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cpu_fp16_conversions_are_exact(layout, f16c):
+    """The cpu provider converts fp16 rows with F16C where the CPU has it and with its own
+    branch-free code elsewhere (csrc/cpu/half.cpp, common.h Half; ATTNFUSED_CPU_F16C=0 forces the
+    latter, in a fresh process: it is read at load). Either way every one of the 2^16 fp16 values
+    must come back as itself through y = x * 1, and x * g must round as eager's float-then-half
+    does, ties to even, subnormals and overflow to inf included; CBAM's x * ca is rounded to fp16
+    before its gate and pool, as eager has it. Bits are compared, NaNs only as NaNs (their payloads
+    tell which path ran)."""
+    if not extension_status()["built"]:
+        pytest.skip("attnfused._C not built (test_extension_is_built says why)")
+    if f16c == "as-built":
+        assert check_fp16_conversions(layout) == ("f16c" if _cpu_has_f16c() else "software")
+        return
+    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_extension as t; " \
+           f"print(t.check_fp16_conversions({layout!r}))"
+    env = dict(os.environ, ATTNFUSED_CPU_F16C="0")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "software"

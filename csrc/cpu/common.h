@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -61,6 +62,13 @@ struct alignas(2) Half {
   static uint32_t float_bits(float f) { return __builtin_bit_cast(uint32_t, f); }
 };
 static_assert(sizeof(Half) == sizeof(c10::Half), "Half reads c10::Half storage");
+
+// Whole rows of fp16 to float and back (half.cpp): F16C's 8-wide conversions where the CPU has
+// them, Half's otherwise. ``stream``: as store_row's.
+void half_to_float(const Half* in, float* out, int64_t n);
+void float_to_half(const float* in, Half* out, int64_t n, bool stream);
+// v[k] = float(Half(v[k])): CBAM's x * ca as eager materialises it in fp16.
+void round_to_half(float* v, int64_t n);
 
 // Calls ``f(scalar_t{})`` with the C++ type of ``dt``; fp64 inputs pair with double small
 // tensors and the rest with float (the caller's acc_t), so only matching pairs instantiate.
@@ -124,7 +132,7 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
 
 // Outputs of at least kStreamBytes (entry.h) leave through streaming stores.
 
-// ``o[k] = value(k)`` for k in [0, n): plain stores, or with ``stream`` the 64-byte-aligned middle
+// ``o[k] = value(k)`` (rounded to scalar_t) for k in [0, n): plain stores, or with ``stream`` the 64-byte-aligned middle
 // of the row in whole cache lines through SSE2 streaming stores (16 bytes each, any element type;
 // both clones of AF_VEC have SSE2). The caller issues store_fence() before the data is read
 // elsewhere (streaming stores are weakly ordered).
@@ -133,24 +141,24 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
 // streamed line it is patched into the line's buffer before the line leaves (a store to the line
 // afterwards waited for the streaming stores to drain and read the line back from memory, once per
 // row: SE max's backward at 8x512x28x28 ran at a third of avg's speed), elsewhere stored after.
-template <typename scalar_t, typename Value>
+template <typename scalar_t, typename Value, typename R = std::invoke_result_t<const Value&, int64_t>>
 inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Value& value, int64_t q = -1,
-                      scalar_t at_q = scalar_t()) {
+                      R at_q = R()) {
   int64_t k = 0, s0 = 0, s1 = 0;  // [s0, s1): the streamed lines
 #if defined(__SSE2__)
   if (stream) {
     constexpr int64_t L = 64 / sizeof(scalar_t);
     const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(scalar_t));
 #pragma GCC ivdep
-    for (; k < head; ++k) o[k] = value(k);
+    for (; k < head; ++k) o[k] = static_cast<scalar_t>(value(k));
     for (s0 = k; k + L <= n; k += L) {
       alignas(64) scalar_t line[L];
       // Left to the loop vectoriser (unroll 1): unrolled first, the 16 elements went to the
       // straight-line vectoriser, which kept some bodies scalar (the channels_last max term's
       // select: 4.6x a clone at 56^2, against 0.7x vectorised).
 #pragma GCC unroll 1
-      for (int64_t l = 0; l < L; ++l) line[l] = value(k + l);
-      if (static_cast<uint64_t>(q - k) < static_cast<uint64_t>(L)) line[q - k] = at_q;
+      for (int64_t l = 0; l < L; ++l) line[l] = static_cast<scalar_t>(value(k + l));
+      if (static_cast<uint64_t>(q - k) < static_cast<uint64_t>(L)) line[q - k] = static_cast<scalar_t>(at_q);
       const __m128i* src = reinterpret_cast<const __m128i*>(line);
       __m128i* dst = reinterpret_cast<__m128i*>(o + k);
       for (int v = 0; v < 4; ++v) _mm_stream_si128(dst + v, src[v]);
@@ -159,9 +167,68 @@ inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Valu
   }
 #endif
 #pragma GCC ivdep
-  for (; k < n; ++k) o[k] = value(k);
-  if (q >= 0 && q < n && !(q >= s0 && q < s1)) o[q] = at_q;
+  for (; k < n; ++k) o[k] = static_cast<scalar_t>(value(k));
+  if (q >= 0 && q < n && !(q >= s0 && q < s1)) o[q] = static_cast<scalar_t>(at_q);
 }
+
+// Row input and output for the row loops (pointwise, reduce's rows): rows of float, double and
+// bf16 are read and written in place (bf16's conversions are a few integer operations that
+// vectorise in the loops themselves).
+template <typename scalar_t>
+struct RowIO {
+  RowIO(int64_t /*n*/, int /*slots*/) {}
+  const scalar_t* in(const scalar_t* row, int64_t /*n*/, int /*slot*/) const { return row; }
+  // ``f(k)`` rounded to scalar_t, for k in [0, n), read as ``rounded(...)[k]``: here computed where
+  // it is read.
+  template <typename F>
+  auto rounded(int64_t /*n*/, int /*slot*/, const F& f) const {
+    return Rounded<F>{f};
+  }
+  template <typename F>
+  struct Rounded {
+    F f;
+    auto operator[](int64_t k) const {
+      using R = decltype(f(k));
+      return static_cast<R>(static_cast<scalar_t>(f(k)));
+    }
+  };
+  template <typename Value, typename R = std::invoke_result_t<const Value&, int64_t>>
+  void out(scalar_t* o, int64_t n, bool stream, const Value& value, int64_t q = -1, R at_q = R()) {
+    store_row(o, n, stream, value, q, at_q);
+  }
+};
+
+// fp16 rows go through float buffers instead, converted a row at a time by half.cpp (F16C): Half's
+// own conversions, element by element in the loops, cost ~13 (in) and ~17 (out) vector operations
+// per 8 values; y = x * g over 2^20 values, one thread, Zen 5 VM: 0.60 ms that way, 0.12-0.15
+// through the buffers (rows of 49 to 3136). ``slots`` input rows at a time, each of up to ``n``.
+template <>
+struct RowIO<Half> {
+  std::vector<float> buf;
+  int64_t n;
+  RowIO(int64_t n_, int slots) : buf(static_cast<size_t>(n_ * (slots + 1))), n(n_) {}
+  const float* in(const Half* row, int64_t len, int slot) {
+    float* b = buf.data() + (slot + 1) * n;
+    half_to_float(row, b, len);
+    return b;
+  }
+  template <typename F>
+  const float* rounded(int64_t len, int slot, const F& f) {
+    float* __restrict b = buf.data() + (slot + 1) * n;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < len; ++k) b[k] = f(k);
+    round_to_half(b, len);
+    return b;
+  }
+  template <typename Value, typename R = std::invoke_result_t<const Value&, int64_t>>
+  void out(Half* o, int64_t len, bool stream, const Value& value, int64_t q = -1, R at_q = R()) {
+    float* __restrict b = buf.data();  // slot -1: the output row
+#pragma GCC ivdep
+    for (int64_t k = 0; k < len; ++k) b[k] = static_cast<float>(value(k));
+    if (q >= 0 && q < len) b[q] = static_cast<float>(at_q);
+    float_to_half(b, o, len, stream);
+  }
+};
 
 inline void store_fence() {
 #if defined(__SSE2__)
@@ -322,20 +389,66 @@ inline void tile_start(int64_t J, acc_t* __restrict sum, acc_t* __restrict mx, i
   }
 }
 
+// Rows the tile reductions read: ``stage(k0, n)`` comes before ``value(k, j)`` reads rows
+// [k0, k0 + n), n <= kStageRows. Most values read the input in place and stage nothing (NoStage);
+// fp16 rows are converted into float slots first (TileRows<Half>).
+constexpr int64_t kStageRows = 4;
+struct NoStage {
+  void operator()(int64_t, int64_t) const {}
+};
+
+// One input's rows of a tile for a tile value: row k is base[k * stride + j], j in [0, n).
+template <typename scalar_t>
+struct TileRows {
+  const scalar_t* base;
+  int64_t stride;
+  TileRows(const scalar_t* b, int64_t s, int64_t /*n*/, float* /*slots*/) : base(b), stride(s) {}
+  void stage(int64_t, int64_t) const {}
+  scalar_t at(int64_t k, int64_t j) const { return base[k * stride + j]; }
+};
+
+// fp16: rows converted by half.cpp (F16C) into kStageRows float slots of ``n`` (row k in slot
+// k % kStageRows), as RowIO<Half> does for whole rows.
+template <>
+struct TileRows<Half> {
+  const Half* base;
+  int64_t stride, n;
+  float* slots;
+  TileRows(const Half* b, int64_t s, int64_t n_, float* sl) : base(b), stride(s), n(n_), slots(sl) {}
+  void stage(int64_t k0, int64_t count) const {
+    for (int64_t k = k0; k < k0 + count; ++k) half_to_float(base + k * stride, slots + (k % kStageRows) * n, n);
+  }
+  float at(int64_t k, int64_t j) const { return slots[(k % kStageRows) * n + j]; }
+  // Staged row k times g, rounded to fp16 (CBAM's x * ca as eager materialises it).
+  void scale_round(int64_t k, float g) const {
+    float* __restrict row = slots + (k % kStageRows) * n;
+    for (int64_t j = 0; j < n; ++j) row[j] *= g;
+    round_to_half(row, n);
+  }
+};
+
 // The NaN rule of row_reduce for the tile reductions, after the last row: an output whose sum came
-// out NaN is scanned again for its first NaN, which becomes its max (and index).
-template <bool kArg, typename acc_t, typename Value>
-inline void tile_nan_rule(const Value& value, int64_t K, int64_t J, const acc_t* sum, acc_t* mx, int32_t* arg) {
-  for (int64_t j = 0; j < J; ++j) {
-    if (sum[j] == sum[j]) continue;
-    for (int64_t k = 0; k < K; ++k) {
+// out NaN is scanned again for its first NaN, which becomes its max (and index). Row by row (each
+// staged once), over the outputs still open.
+template <bool kArg, typename acc_t, typename Value, typename Stage>
+inline void tile_nan_rule(const Value& value, const Stage& stage, int64_t K, int64_t J, const acc_t* sum, acc_t* mx,
+                          int32_t* arg) {
+  std::vector<int64_t> open;
+  for (int64_t j = 0; j < J; ++j)
+    if (sum[j] != sum[j]) open.push_back(j);
+  for (int64_t k = 0; k < K && !open.empty(); ++k) {
+    stage(k, 1);
+    size_t kept = 0;
+    for (const int64_t j : open) {
       const acc_t v = value(k, j);
       if (v != v) {
         mx[j] = v;
         if constexpr (kArg) arg[j] = static_cast<int32_t>(k);
-        break;
+      } else {
+        open[kept++] = j;
       }
     }
+    open.resize(kept);
   }
 }
 
@@ -353,11 +466,11 @@ inline void tile_nan_rule(const Value& value, int64_t K, int64_t J, const acc_t*
 // 28^2, 14^2 1.62 / 0.85, 0.22 / 0.15, 0.12 / 0.07; pool_c (NCHW) 1.40 / 0.74, 0.22 / 0.15, 0.13 /
 // 0.08; in one process, dot_c at 56^2 1.34 / 0.70 and channels_last dot_hw 1.33 / 0.78 (one row
 // at a time, outputs loaded and stored per row: 0.92 and 0.87).
-template <bool kMax, typename acc_t, typename Value, bool kArg = kMax>
+template <bool kMax, typename acc_t, typename Value, bool kArg = kMax, typename Stage = NoStage>
 AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum, acc_t* __restrict mx,
-                        int32_t* __restrict arg) {
+                        int32_t* __restrict arg, Stage stage = Stage()) {
   static_assert(kMax || !kArg, "an argmax needs the max");
-  constexpr int64_t kRows = 4;
+  constexpr int64_t kRows = kStageRows;
   tile_start<kMax, kArg>(J, sum, mx, arg);
   // The fold of rows [k0, k0 + n) into output j (n a compile-time count: unrolled).
   auto fold = [&](int64_t j, int64_t k0, auto n) {
@@ -378,22 +491,24 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
   };
   int64_t k = 0;
   for (; k + kRows <= K; k += kRows) {
+    stage(k, kRows);
 #pragma GCC ivdep
     for (int64_t j = 0; j < J; ++j) fold(j, k, std::integral_constant<int64_t, kRows>{});
   }
   // The last K % kRows rows one at a time. With the count a runtime value, channels_last dot_hw
   // with CBAM's terms at 8 x 2048 x 7^2 (49 rows: one left over) took 0.117 ms, this way 0.083.
   for (; k < K; ++k) {
+    stage(k, 1);
 #pragma GCC ivdep
     for (int64_t j = 0; j < J; ++j) fold(j, k, std::integral_constant<int64_t, 1>{});
   }
-  if constexpr (kMax) tile_nan_rule<kArg>(value, K, J, sum, mx, arg);
+  if constexpr (kMax) tile_nan_rule<kArg>(value, stage, K, J, sum, mx, arg);
 }
 
-// tile_reduce's former schedule, kept for the max over fp16 / bf16 inputs: with their conversions
+// tile_reduce's former schedule, kept for the max over bf16 inputs: with their conversions
 // in ``value`` (and CBAM's rounding of x * ca to the input dtype) tile_reduce's loop ran bf16
-// pool_c on NCHW at 8 x 256 x 56^2 in 5.0 ms against 0.71 here (fp16 pool_hw with argmax on
-// channels_last at 7^2: 0.73 / 0.53; Zen 5 VM, 2 threads). Rows go by in chunks of kChunk: for each
+// pool_c on NCHW at 8 x 256 x 56^2 in 5.0 ms against 0.71 here (Zen 5 VM, 2 threads; fp16, then
+// converted in ``value`` too, likewise: its rows are now staged as floats, TileRows). Rows go by in chunks of kChunk: for each
 // vector of outputs, load it into registers (GCC vector extensions, filled lane by lane from
 // ``value``), fold in the chunk's rows, store it back. Same results as tile_reduce, bit for bit.
 template <bool kMax, typename acc_t, typename Value, bool kArg = kMax>
@@ -453,7 +568,7 @@ AF_VEC void tile_reduce_chunks(Value value, int64_t K, int64_t J, acc_t* __restr
         }
       }
   }
-  if constexpr (kMax) tile_nan_rule<kArg>(value, K, J, sum, mx, arg);
+  if constexpr (kMax) tile_nan_rule<kArg>(value, NoStage(), K, J, sum, mx, arg);
 }
 
 }  // namespace cpu

@@ -33,8 +33,9 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   auto* out = static_cast<scalar_t*>(w.out);
   if (w.oc < w.op) {  // rows of C per (b, p): the spatial terms are per row, the channel ones per element
     at::parallel_for(0, w.B * P, grain_for(C), [&](int64_t begin, int64_t end) {
+      RowIO<scalar_t> io(C, 1);
       for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
-        const scalar_t* ra = in + b * a.sb + p * a.sp;
+        const auto* ra = io.in(in + b * a.sb + p * a.sp, C, 0);
         scalar_t* ro = out + b * w.ob + p * w.op;
         const acc_t sa = kMid ? t.sa[i] : acc_t(1), da = kMid ? t.da[i] : acc_t(0), dm = kMid ? t.dm[i] : acc_t(0);
         const int32_t amc = kMid ? t.amc[i] : -1, p32 = static_cast<int32_t>(p);
@@ -42,7 +43,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
         const acc_t* davg = kAvg ? t.davg + b * C : nullptr;
         const acc_t* dmax = kMax ? t.dmax + b * C : nullptr;
         const int32_t* amp = kMax ? t.amp + b * C : nullptr;
-        store_row(ro, C, stream, [&](int64_t c) {
+        io.out(ro, C, stream, [&](int64_t c) {
           acc_t v = static_cast<acc_t>(ra[c]);
           if constexpr (kMid) v = v * sa + da + (static_cast<int32_t>(c) == amc ? dm : acc_t(0));
           if constexpr (kCa) v *= ca[c];
@@ -51,7 +52,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
             const acc_t dmx = dmax[c];  // loaded unconditionally: a conditional load blocks if-conversion
             v += amp[c] == p32 ? dmx : acc_t(0);
           }
-          return static_cast<scalar_t>(v);
+          return v;
         });
       });
       store_fence();
@@ -59,8 +60,9 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
     return;
   }
   at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
+    RowIO<scalar_t> io(P, 1);
     for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
-      const scalar_t* ra = in + b * a.sb + c * a.sc;
+      const auto* ra = io.in(in + b * a.sb + c * a.sc, P, 0);
       scalar_t* ro = out + b * w.ob + c * w.oc;
       const acc_t g = kCa ? t.ca[i] : acc_t(1), d = kAvg ? t.davg[i] : acc_t(0);
       const acc_t* sa = kMid ? t.sa + b * P : nullptr;
@@ -80,8 +82,8 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
       };
       // The max's one element per row: the same value with dmax added last (eager's order).
       const int64_t q = kMax ? t.amp[i] : -1;
-      const scalar_t at_q = kMax && q >= 0 && q < P ? static_cast<scalar_t>(value(q) + t.dmax[i]) : scalar_t();
-      store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(value(p)); }, q, at_q);
+      const acc_t at_q = kMax && q >= 0 && q < P ? value(q) + t.dmax[i] : acc_t(0);
+      io.out(ro, P, stream, value, q, at_q);
     });
     store_fence();
   });
@@ -167,22 +169,26 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
     return;
   }
 
+  // The fast paths' rows go through RowIO (common.h: fp16 rows as floats).
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
+      RowIO<scalar_t> io(C, 2);
       for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
           const acc_t* rca = t.ca + b * C;
-          store_row(ro, C, stream, [&](int64_t c) { return static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c]); });
+          const auto* rf = io.in(ra, C, 0);
+          io.out(ro, C, stream, [&](int64_t c) { return static_cast<acc_t>(rf[c]) * rca[c]; });
         } else if (a.sc == 1 && w.oc == 1 && ca_sa) {
           const acc_t* rca = t.ca + b * C;
           const acc_t s = t.sa[i];
+          const auto* rf = io.in(ra, C, 0);
           if (w.round_x1) {
-            store_row(ro, C, stream,
-                      [&](int64_t c) { return static_cast<scalar_t>(round(static_cast<acc_t>(ra[c]) * rca[c]) * s); });
+            const auto x1 = io.rounded(C, 1, [&](int64_t c) { return static_cast<acc_t>(rf[c]) * rca[c]; });
+            io.out(ro, C, stream, [&](int64_t c) { return static_cast<acc_t>(x1[c]) * s; });
           } else {
-            store_row(ro, C, stream, [&](int64_t c) { return static_cast<scalar_t>(static_cast<acc_t>(ra[c]) * rca[c] * s); });
+            io.out(ro, C, stream, [&](int64_t c) { return static_cast<acc_t>(rf[c]) * rca[c] * s; });
           }
         } else if (a.sc == 1 && w.oc == 1) {
           for (int64_t c = 0; c < C; ++c)
@@ -199,20 +205,23 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
     return;
   }
   at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
+    RowIO<scalar_t> io(P, 2);
     for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
         const acc_t g = t.ca[i];
-        store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g); });
+        const auto* rf = io.in(ra, P, 0);
+        io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g; });
       } else if (a.sp == 1 && w.op == 1 && ca_sa) {
         const acc_t g = t.ca[i];
         const acc_t* rsa = t.sa + b * P;
+        const auto* rf = io.in(ra, P, 0);
         if (w.round_x1) {
-          store_row(ro, P, stream,
-                    [&](int64_t p) { return static_cast<scalar_t>(round(static_cast<acc_t>(ra[p]) * g) * rsa[p]); });
+          const auto x1 = io.rounded(P, 1, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g; });
+          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(x1[p]) * rsa[p]; });
         } else {
-          store_row(ro, P, stream, [&](int64_t p) { return static_cast<scalar_t>(static_cast<acc_t>(ra[p]) * g * rsa[p]); });
+          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g * rsa[p]; });
         }
       } else if (a.sp == 1 && w.op == 1) {
         for (int64_t p = 0; p < P; ++p)

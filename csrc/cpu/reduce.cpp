@@ -53,9 +53,12 @@ void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
 // of AVX2's 16 registers) a value of two loads (x * ca, pool_c on channels_last) made GCC keep
 // them on the stack (twice the stack accesses): a standalone copy of the loop, one thread, 4 x 784
 // rows of 512 x * ca, ran in 0.30 ms at depth 4 and 0.16 at 3 (Zen 5 VM; plain x: 0.134 / 0.138).
-template <int kLongArgDepth = 4, typename acc_t, typename RowValue>
+// ``row_value(b, j, run, io)`` reads its rows through ``io`` (RowIO, common.h: fp16 rows as
+// floats), two at most.
+template <typename scalar_t, int kLongArgDepth = 4, typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
+    RowIO<scalar_t> io(K, 2);
     with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
       constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
       for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
@@ -73,30 +76,34 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
             row_reduce<kMax, acc_t, Value, kArg ? kLongArgDepth : 4, kArg>(value, K, &s, &m, &arg);
           }
           store(r, i, s, m, arg, kMax);
-        });
+        }, io);
       });
     });
   });
 }
 
-// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k. The max over
-// fp16 / bf16 inputs (scalar_t) goes to tile_reduce_chunks (common.h).
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k:
+// ``tile_value(b, j0, n, slots, run)`` calls ``run(value, stage)`` (the stage of tile_reduce, common.h;
+// ``slots``: room for two inputs' TileRows<Half>). The max over bf16 inputs goes to
+// tile_reduce_chunks (common.h).
 template <typename scalar_t, typename acc_t, typename TileValue>
 void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
-  constexpr bool kHalf = !std::is_floating_point_v<scalar_t>;
+  constexpr bool kChunks = std::is_same_v<scalar_t, c10::BFloat16>;
   const int64_t n_tiles = (J + kTile - 1) / kTile;
   at::parallel_for(0, r.B * n_tiles, grain_for(kTile * K), [&](int64_t begin, int64_t end) {
     TileBuffers<acc_t> buf;
+    std::vector<float> slots(std::is_same_v<scalar_t, Half> ? 2 * kStageRows * kTile : 0);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
-      tile_value(b, j0, [&](auto value) {
+      tile_value(b, j0, n, slots.data(), [&](auto value, auto stage) {
         with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
           constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
-          if constexpr (kHalf && kMax) {
+          if constexpr (kChunks && kMax) {  // (bf16 rows stage nothing)
             tile_reduce_chunks<kMax, acc_t, decltype(value), kArg>(value, K, n, buf.sum.data(), buf.mx.data(),
                                                                     buf.arg.data());
           } else {
-            tile_reduce<kMax, acc_t, decltype(value), kArg>(value, K, n, buf.sum.data(), buf.mx.data(), buf.arg.data());
+            tile_reduce<kMax, acc_t, decltype(value), kArg, decltype(stage)>(value, K, n, buf.sum.data(),
+                                                                             buf.mx.data(), buf.arg.data(), stage);
           }
         });
       });
@@ -123,21 +130,24 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
       return v;
     };
     if (p_fast) {
-      rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) { run([&](int64_t p) { return generic(b, c, p); }); });
+      rows<scalar_t>(r, C, P, want_max,
+                     [&](int64_t b, int64_t c, auto&& run, auto&) { run([&](int64_t p) { return generic(b, c, p); }); });
     } else {
-      tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {
-        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); });
+      tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t, float*, auto&& run) {
+        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); }, NoStage());
       });
     }
     return;
   }
   if (p_fast) {  // rows of P per (b, c)
-    rows(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run) {
-      const scalar_t* ra = A + b * a.sb + c * a.sc;
-      const scalar_t* rx = X + b * x.sb + c * x.sc;
+    rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto& io) {
+      const auto* ra = io.in(A + b * a.sb + c * a.sc, P, 0);
       if (!has_x) {
         run([=](int64_t p) { return static_cast<acc_t>(ra[p]); });
-      } else if (!mid) {
+        return;
+      }
+      const auto* rx = io.in(X + b * x.sb + c * x.sc, P, 1);
+      if (!mid) {
         run([=](int64_t p) { return static_cast<acc_t>(ra[p]) * static_cast<acc_t>(rx[p]); });
       } else {
         const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
@@ -153,24 +163,30 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     });
     return;
   }
-  tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, auto&& run) {  // channel tiles, rows of P
-    const scalar_t* pa = A + b * a.sb + c0;
-    const scalar_t* px = X + b * x.sb + c0;
-    const int64_t sap = a.sp, sxp = x.sp;
+  // channel tiles, rows of P
+  tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t n, float* slots, auto&& run) {
+    const TileRows<scalar_t> ra(A + b * a.sb + c0, a.sp, n, slots);
     if (!has_x) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]); });
-    } else if (!mid) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(pa[p * sap + j]) * static_cast<acc_t>(px[p * sxp + j]); });
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)); }, [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
+      return;
+    }
+    const TileRows<scalar_t> rx(X + b * x.sb + c0, x.sp, n, slots + kStageRows * n);
+    auto stage = [=](int64_t k0, int64_t m) {
+      ra.stage(k0, m);
+      rx.stage(k0, m);
+    };
+    if (!mid) {
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)) * static_cast<acc_t>(rx.at(p, j)); }, stage);
     } else {
       const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
       const int32_t* amc = t.amc + b * P;
       const int64_t c0_ = c0;
       run([=](int64_t p, int64_t j) {
-        acc_t v = static_cast<acc_t>(pa[p * sap + j]) * sa[p] + da[p];
+        acc_t v = static_cast<acc_t>(ra.at(p, j)) * sa[p] + da[p];
         const acc_t dmp = dm[p];
         v += amc[p] == c0_ + j ? dmp : acc_t(0);
-        return v * static_cast<acc_t>(px[p * sxp + j]);
-      });
+        return v * static_cast<acc_t>(rx.at(p, j));
+      }, stage);
     }
   });
 }
@@ -202,50 +218,64 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
       return v;
     };
     if (c_fast) {
-      rows(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) { run([&](int64_t c) { return generic(b, c, p); }); });
+      rows<scalar_t>(r, P, C, want_max,
+                     [&](int64_t b, int64_t p, auto&& run, auto&) { run([&](int64_t c) { return generic(b, c, p); }); });
     } else {
-      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {
-        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); });
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t, float*, auto&& run) {
+        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); }, NoStage());
       });
     }
     return;
   }
   with_flag(ca != nullptr, [&](auto has_ca) {
     with_flag(r.round_x1, [&](auto round) {
+      constexpr bool kCa = decltype(has_ca)::value, kRoundedX1 = kCa && decltype(round)::value;  // x * ca, rounded
       if (c_fast) {  // rows of C per (b, p)
-        rows<decltype(has_ca)::value ? 3 : 4>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run) {
-          const scalar_t* ra = A + b * a.sb + p * a.sp;
-          const scalar_t* rx = X + b * x.sb + p * x.sp;
+        rows<scalar_t, kCa ? 3 : 4>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto& io) {
+          const auto* ra = io.in(A + b * a.sb + p * a.sp, C, 0);
           const acc_t* g = ca + b * C;
           if (has_x) {
+            const auto* rx = io.in(X + b * x.sb + p * x.sp, C, 1);
             run([=](int64_t c) {
               const acc_t v = static_cast<acc_t>(ra[c]);
-              return (decltype(has_ca)::value ? v * g[c] : v) * static_cast<acc_t>(rx[c]);
+              return (kCa ? v * g[c] : v) * static_cast<acc_t>(rx[c]);
             });
+          } else if constexpr (kRoundedX1) {
+            const auto x1r = io.rounded(C, 1, [&](int64_t c) { return static_cast<acc_t>(ra[c]) * g[c]; });
+            run([=](int64_t c) { return static_cast<acc_t>(x1r[c]); });
           } else {
             run([=](int64_t c) {
               const acc_t v = static_cast<acc_t>(ra[c]);
-              return decltype(has_ca)::value ? x1(v, g[c], round) : v;
+              return kCa ? x1(v, g[c], round) : v;
             });
           }
         });
         return;
       }
-      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, auto&& run) {  // position tiles, rows of C
-        const scalar_t* pa = A + b * a.sb + p0;
-        const scalar_t* px = X + b * x.sb + p0;
+      // position tiles, rows of C
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t n, float* slots, auto&& run) {
+        const TileRows<scalar_t> ra(A + b * a.sb + p0, a.sc, n, slots);
         const acc_t* g = ca + b * C;
-        const int64_t sac = a.sc, sxc = x.sc;
         if (has_x) {
+          const TileRows<scalar_t> rx(X + b * x.sb + p0, x.sc, n, slots + kStageRows * n);
           run([=](int64_t c, int64_t j) {
-            const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
-            return (decltype(has_ca)::value ? v * g[c] : v) * static_cast<acc_t>(px[c * sxc + j]);
+            const acc_t v = static_cast<acc_t>(ra.at(c, j));
+            return (kCa ? v * g[c] : v) * static_cast<acc_t>(rx.at(c, j));
+          }, [=](int64_t k0, int64_t m) {
+            ra.stage(k0, m);
+            rx.stage(k0, m);
+          });
+        } else if constexpr (std::is_same_v<scalar_t, Half> && kRoundedX1) {
+          // x * ca rounded as the rows are staged (F16C), not per element in the fold.
+          run([=](int64_t c, int64_t j) { return static_cast<acc_t>(ra.at(c, j)); }, [=](int64_t k0, int64_t m) {
+            ra.stage(k0, m);
+            for (int64_t k = k0; k < k0 + m; ++k) ra.scale_round(k, g[k]);
           });
         } else {
           run([=](int64_t c, int64_t j) {
-            const acc_t v = static_cast<acc_t>(pa[c * sac + j]);
-            return decltype(has_ca)::value ? x1(v, g[c], round) : v;
-          });
+            const acc_t v = static_cast<acc_t>(ra.at(c, j));
+            return kCa ? x1(v, g[c], round) : v;
+          }, [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
         }
       });
     });

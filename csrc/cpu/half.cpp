@@ -1,0 +1,110 @@
+// fp16 rows to float and back for the CPU kernels (common.h, RowIO / TileRows): with F16C 8 values
+// per instruction, otherwise Half's branch-free software conversions (the same bits, but for NaNs:
+// F16C keeps a NaN's payload, quietened; the software path returns 0x7E00 with the sign). Picked
+// once, at load, by what the CPU has: F16C's intrinsics cannot sit in the kernels' own
+// target_clones bodies (the baseline clone would have to compile them too), and GCC 12 does not
+// vectorise scalar fp16 conversions even where F16C is enabled, so the kernels call these once per
+// row instead of converting element by element in their loops.
+#include <cstdlib>
+#include <string>
+
+#include "../entry.h"
+#include "common.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define AF_HAVE_F16C_PATH 1
+#endif
+
+namespace attnfused {
+namespace cpu {
+namespace {
+
+void to_float_soft(const Half* in, float* out, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
+}
+
+void to_half_soft(const float* in, Half* out, int64_t n, bool /*stream*/) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) out[i] = Half(in[i]);
+}
+
+void round_soft(float* v, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(Half(v[i]));
+}
+
+#if defined(AF_HAVE_F16C_PATH)
+__attribute__((target("avx2,f16c"))) void to_float_f16c(const Half* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  for (; i < n; ++i) out[i] = _cvtsh_ss(in[i].bits);
+}
+
+__attribute__((target("avx2,f16c"))) __m128i halves(const float* in) {
+  return _mm256_cvtps_ph(_mm256_loadu_ps(in), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// With ``stream``, the row's whole 64-byte lines leave through streaming stores (as store_row's).
+__attribute__((target("avx2,f16c"))) void to_half_f16c(const float* in, Half* out, int64_t n, bool stream) {
+  int64_t i = 0;
+  if (stream) {
+    constexpr int64_t L = 64 / sizeof(Half);
+    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(Half));
+    for (; i < head; ++i) out[i].bits = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT);
+    for (; i + L <= n; i += L) {
+      __m128i* dst = reinterpret_cast<__m128i*>(out + i);
+      for (int v = 0; v < 4; ++v) _mm_stream_si128(dst + v, halves(in + i + 8 * v));
+    }
+  }
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), halves(in + i));
+  for (; i < n; ++i) out[i].bits = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+__attribute__((target("avx2,f16c"))) void round_f16c(float* v, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, _mm256_cvtph_ps(halves(v + i)));
+  for (; i < n; ++i) v[i] = _cvtsh_ss(_cvtss_sh(v[i], _MM_FROUND_TO_NEAREST_INT));
+}
+
+// ATTNFUSED_CPU_F16C=0 (read once, at load) takes the software path on any CPU: how the tests
+// reach it on machines with F16C.
+bool has_f16c() {
+  const char* env = std::getenv("ATTNFUSED_CPU_F16C");
+  if (env && std::string(env) == "0") return false;
+  __builtin_cpu_init();  // (runs from a static initialiser: before the cpu model is otherwise set)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+}
+
+const bool kF16C = has_f16c();
+#else
+constexpr bool kF16C = false;
+#endif
+
+}  // namespace
+
+void half_to_float(const Half* in, float* out, int64_t n) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return to_float_f16c(in, out, n);
+#endif
+  to_float_soft(in, out, n);
+}
+
+void float_to_half(const float* in, Half* out, int64_t n, bool stream) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return to_half_f16c(in, out, n, stream);
+#endif
+  to_half_soft(in, out, n, stream);
+}
+
+void round_to_half(float* v, int64_t n) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return round_f16c(v, n);
+#endif
+  round_soft(v, n);
+}
+
+}  // namespace cpu
+}  // namespace attnfused
