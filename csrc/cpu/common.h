@@ -27,7 +27,9 @@ namespace cpu {
 // path has it). c10::Half converts with F16C only where ``__F16C__`` is defined for the whole build,
 // which target_clones does not do, and its software path has branches that kept every fp16 loop
 // scalar: fp16 blocks ran 2.5-13x slower than eager. 2^20 elements, y = x * g, one thread, Zen 5
-// VM: c10::Half 3.0 ms, this 0.60, scalar F16C 0.45.
+// VM: c10::Half 3.0 ms, this 0.60, scalar F16C 0.45. The fast paths read and write fp16 rows
+// through float buffers instead (RowIO, TileRows below; half.cpp); this type serves the generic
+// loops (other strides) and half.cpp's path for CPUs without F16C.
 struct alignas(2) Half {
   uint16_t bits;
   Half() = default;
@@ -132,9 +134,9 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
 
 // Outputs of at least kStreamBytes (entry.h) leave through streaming stores.
 
-// ``o[k] = value(k)`` (rounded to scalar_t) for k in [0, n): plain stores, or with ``stream`` the 64-byte-aligned middle
-// of the row in whole cache lines through SSE2 streaming stores (16 bytes each, any element type;
-// both clones of AF_VEC have SSE2). The caller issues store_fence() before the data is read
+// ``o[k] = value(k)`` (rounded to scalar_t) for k in [0, n): plain stores, or with ``stream`` the
+// 64-byte-aligned middle of the row in whole cache lines through SSE2 streaming stores (16 bytes
+// each, any element type; both clones of AF_VEC have SSE2). The caller issues store_fence() before the data is read
 // elsewhere (streaming stores are weakly ordered).
 // With ``q`` in [0, n), ``o[q] = at_q`` instead (the max's one gradient element per row), so that
 // ``value`` stays free of a compare with the index, which kept GCC from vectorising it: in a
@@ -505,12 +507,13 @@ AF_VEC void tile_reduce(Value value, int64_t K, int64_t J, acc_t* __restrict sum
   if constexpr (kMax) tile_nan_rule<kArg>(value, stage, K, J, sum, mx, arg);
 }
 
-// tile_reduce's former schedule, kept for the max over bf16 inputs: with their conversions
-// in ``value`` (and CBAM's rounding of x * ca to the input dtype) tile_reduce's loop ran bf16
-// pool_c on NCHW at 8 x 256 x 56^2 in 5.0 ms against 0.71 here (Zen 5 VM, 2 threads; fp16, then
-// converted in ``value`` too, likewise: its rows are now staged as floats, TileRows). Rows go by in chunks of kChunk: for each
-// vector of outputs, load it into registers (GCC vector extensions, filled lane by lane from
-// ``value``), fold in the chunk's rows, store it back. Same results as tile_reduce, bit for bit.
+// tile_reduce's former schedule, kept for the max over bf16 inputs: with their conversions in
+// ``value`` (and CBAM's rounding of x * ca to the input dtype) tile_reduce's loop ran bf16 pool_c
+// on NCHW at 8 x 256 x 56^2 in 5.0 ms against 0.71 here (Zen 5 VM, 2 threads; fp16 likewise while
+// it was converted in ``value``: its rows are now staged as floats, TileRows). Rows go by in chunks
+// of kChunk: for each vector of outputs, load it into registers (GCC vector extensions, filled lane
+// by lane from ``value``), fold in the chunk's rows, store it back. Same results as tile_reduce,
+// bit for bit.
 template <bool kMax, typename acc_t, typename Value, bool kArg = kMax>
 AF_VEC void tile_reduce_chunks(Value value, int64_t K, int64_t J, acc_t* __restrict sum, acc_t* __restrict mx,
                                int32_t* __restrict arg) {

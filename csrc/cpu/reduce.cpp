@@ -130,8 +130,9 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
       return v;
     };
     if (p_fast) {
-      rows<scalar_t>(r, C, P, want_max,
-                     [&](int64_t b, int64_t c, auto&& run, auto&) { run([&](int64_t p) { return generic(b, c, p); }); });
+      rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto&) {
+        run([&](int64_t p) { return generic(b, c, p); });
+      });
     } else {
       tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t, float*, auto&& run) {
         run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); }, NoStage());
@@ -167,7 +168,8 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
   tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t n, float* slots, auto&& run) {
     const TileRows<scalar_t> ra(A + b * a.sb + c0, a.sp, n, slots);
     if (!has_x) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)); }, [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)); },
+          [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
       return;
     }
     const TileRows<scalar_t> rx(X + b * x.sb + c0, x.sp, n, slots + kStageRows * n);
@@ -176,7 +178,8 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
       rx.stage(k0, m);
     };
     if (!mid) {
-      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)) * static_cast<acc_t>(rx.at(p, j)); }, stage);
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)) * static_cast<acc_t>(rx.at(p, j)); },
+          stage);
     } else {
       const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
       const int32_t* amc = t.amc + b * P;
@@ -218,8 +221,9 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
       return v;
     };
     if (c_fast) {
-      rows<scalar_t>(r, P, C, want_max,
-                     [&](int64_t b, int64_t p, auto&& run, auto&) { run([&](int64_t c) { return generic(b, c, p); }); });
+      rows<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto&) {
+        run([&](int64_t c) { return generic(b, c, p); });
+      });
     } else {
       tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t, float*, auto&& run) {
         run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); }, NoStage());
