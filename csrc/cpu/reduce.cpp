@@ -54,7 +54,7 @@ void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
 // them on the stack (twice the stack accesses): a standalone copy of the loop, one thread, 4 x 784
 // rows of 512 x * ca, ran in 0.30 ms at depth 4 and 0.16 at 3 (Zen 5 VM; plain x: 0.134 / 0.138).
 // ``row_value(b, j, run, io)`` reads its rows through ``io`` (RowIO, common.h: fp16 rows as
-// floats), two at most.
+// floats, the loop's next row converted ahead), two at most.
 template <typename scalar_t, int kLongArgDepth = 4, typename acc_t, typename RowValue>
 void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
   at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
@@ -62,6 +62,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
     with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
       constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
       for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
+        io.ahead(i + 1 < end, j + 1 == J ? b + 1 : b, j + 1 == J ? 0 : j + 1);
         row_value(b, j, [&](const auto& value) {
           using Value = std::decay_t<decltype(value)>;
           acc_t s, m;
@@ -142,12 +143,12 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
   }
   if (p_fast) {  // rows of P per (b, c)
     rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto& io) {
-      const auto* ra = io.in(A + b * a.sb + c * a.sc, P, 0);
+      const auto* ra = io.in([&](int64_t bb, int64_t cc) { return A + bb * a.sb + cc * a.sc; }, b, c, P, 0);
       if (!has_x) {
         run([=](int64_t p) { return static_cast<acc_t>(ra[p]); });
         return;
       }
-      const auto* rx = io.in(X + b * x.sb + c * x.sc, P, 1);
+      const auto* rx = io.in([&](int64_t bb, int64_t cc) { return X + bb * x.sb + cc * x.sc; }, b, c, P, 1);
       if (!mid) {
         run([=](int64_t p) { return static_cast<acc_t>(ra[p]) * static_cast<acc_t>(rx[p]); });
       } else {
@@ -236,10 +237,10 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
       constexpr bool kCa = decltype(has_ca)::value, kRoundedX1 = kCa && decltype(round)::value;  // x * ca, rounded
       if (c_fast) {  // rows of C per (b, p)
         rows<scalar_t, kCa ? 3 : 4>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto& io) {
-          const auto* ra = io.in(A + b * a.sb + p * a.sp, C, 0);
+          const auto* ra = io.in([&](int64_t bb, int64_t pp) { return A + bb * a.sb + pp * a.sp; }, b, p, C, 0);
           const acc_t* g = ca + b * C;
           if (has_x) {
-            const auto* rx = io.in(X + b * x.sb + p * x.sp, C, 1);
+            const auto* rx = io.in([&](int64_t bb, int64_t pp) { return X + bb * x.sb + pp * x.sp; }, b, p, C, 1);
             run([=](int64_t c) {
               const acc_t v = static_cast<acc_t>(ra[c]);
               return (kCa ? v * g[c] : v) * static_cast<acc_t>(rx[c]);
