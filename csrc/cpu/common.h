@@ -217,19 +217,20 @@ struct RowIO {
 template <>
 struct RowIO<Half> {
   static constexpr int kMaxSlots = 2;
-  std::vector<float> buf;
-  int64_t n;
-  RowIO(int64_t n_, int slots) : buf(static_cast<size_t>(n_ * (slots + 1 + kMaxSlots))), n(n_) {}
+  RowIO(int64_t n, int slots) : buf_(static_cast<size_t>(n * (1 + slots + kMaxSlots))), n_(n) {}
+
   const float* in(const Half* row, int64_t len, int slot) {
-    float* b = buf.data() + (slot + 1) * n;
+    float* b = row_buf(slot);
     half_to_float(row, b, len);
     return b;
   }
+
   // A row read right after its conversion waits for the conversion's stores: row_reduce's last
   // vector (the row's last 8, e.g. 41..48 of 49) spans two of them, which the CPU cannot forward
   // to the load. So reduce's rows convert the loop's next row ahead, into a second buffer per
   // slot, before the current one is read. Standalone, one thread, rows of 49 (Zen 5 VM): 10.6 ns a
-  // row converted then summed, 5.6 a row ahead (2.3 for float rows summed in place).
+  // row converted then summed, 5.6 a row ahead (2.3 for float rows summed in place). A row that is
+  // not the one converted ahead (no next row announced) is converted on the spot.
   void ahead(bool has_next, int64_t b, int64_t j) {
     next_ = has_next;
     nb_ = b;
@@ -238,40 +239,46 @@ struct RowIO<Half> {
   template <typename Addr>
   const float* in(const Addr& addr, int64_t b, int64_t j, int64_t len, int slot) {
     const Half* row = addr(b, j);
-    float* cur = buf.data() + (slot + 1 + which_[slot] * kMaxSlots) * n;  // (slot + 1: past the output row)
+    float* cur = row_buf(slot, which_[slot]);
     if (row != pending_[slot]) half_to_float(row, cur, len);
     pending_[slot] = nullptr;
     if (next_) {
       which_[slot] ^= 1;
       pending_[slot] = addr(nb_, nj_);
-      half_to_float(pending_[slot], buf.data() + (slot + 1 + which_[slot] * kMaxSlots) * n, len);
+      half_to_float(pending_[slot], row_buf(slot, which_[slot]), len);
     }
     return cur;
   }
 
- private:
-  bool next_ = false;
-  int64_t nb_ = 0, nj_ = 0;
-  int which_[kMaxSlots] = {0, 0};
-  const Half* pending_[kMaxSlots] = {nullptr, nullptr};
-
- public:
   template <typename F>
   const float* rounded(int64_t len, int slot, const F& f) {
-    float* __restrict b = buf.data() + (slot + 1) * n;
+    float* __restrict b = row_buf(slot);
 #pragma GCC ivdep
     for (int64_t k = 0; k < len; ++k) b[k] = f(k);
     round_to_half(b, len);
     return b;
   }
+
   template <typename Value, typename R = std::invoke_result_t<const Value&, int64_t>>
   void out(Half* o, int64_t len, bool stream, const Value& value, int64_t q = -1, R at_q = R()) {
-    float* __restrict b = buf.data();  // slot -1: the output row
+    float* __restrict b = buf_.data();  // row 0: the output row
 #pragma GCC ivdep
     for (int64_t k = 0; k < len; ++k) b[k] = static_cast<float>(value(k));
     if (q >= 0 && q < len) b[q] = static_cast<float>(at_q);
     float_to_half(b, o, len, stream);
   }
+
+ private:
+  // Rows of ``n_`` floats: 0 the output row, 1 + slot the inputs, 1 + kMaxSlots + slot the second
+  // buffers of ``ahead``.
+  float* row_buf(int slot, int second = 0) { return buf_.data() + (1 + slot + second * kMaxSlots) * n_; }
+
+  std::vector<float> buf_;
+  int64_t n_;
+  bool next_ = false;
+  int64_t nb_ = 0, nj_ = 0;
+  int which_[kMaxSlots] = {0, 0};
+  const Half* pending_[kMaxSlots] = {nullptr, nullptr};
 };
 
 inline void store_fence() {
