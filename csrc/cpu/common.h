@@ -143,6 +143,13 @@ AF_VEC void for_rows(int64_t begin, int64_t end, int64_t J, const Body& body) {
 // streamed line it is patched into the line's buffer before the line leaves (a store to the line
 // afterwards waited for the streaming stores to drain and read the line back from memory, once per
 // row: SE max's backward at 8x512x28x28 ran at a third of avg's speed), elsewhere stored after.
+// How many of ``n`` elements from ``o`` come before its first 64-byte line boundary: the head a
+// streamed row writes plainly (store_row; half.cpp's F16C rows).
+template <typename T>
+inline int64_t line_head(const T* o, int64_t n) {
+  return std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(T));
+}
+
 template <typename scalar_t, typename Value, typename R = std::invoke_result_t<const Value&, int64_t>>
 inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Value& value, int64_t q = -1,
                       R at_q = R()) {
@@ -150,7 +157,7 @@ inline void store_row(scalar_t* __restrict o, int64_t n, bool stream, const Valu
 #if defined(__SSE2__)
   if (stream) {
     constexpr int64_t L = 64 / sizeof(scalar_t);
-    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(o) & 63)) & 63) / sizeof(scalar_t));
+    const int64_t head = line_head(o, n);
 #pragma GCC ivdep
     for (; k < head; ++k) o[k] = static_cast<scalar_t>(value(k));
     for (s0 = k; k + L <= n; k += L) {

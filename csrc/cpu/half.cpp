@@ -25,9 +25,8 @@ void to_float_soft(const Half* in, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
 }
 
-void to_half_soft(const float* in, Half* out, int64_t n, bool /*stream*/) {
-#pragma GCC ivdep
-  for (int64_t i = 0; i < n; ++i) out[i] = Half(in[i]);
+void to_half_soft(const float* in, Half* out, int64_t n, bool stream) {
+  store_row(out, n, stream, [&](int64_t i) { return in[i]; });
 }
 
 void round_soft(float* v, int64_t n) {
@@ -52,7 +51,7 @@ __attribute__((target("avx2,f16c"))) void to_half_f16c(const float* in, Half* ou
   int64_t i = 0;
   if (stream) {
     constexpr int64_t L = 64 / sizeof(Half);
-    const int64_t head = std::min<int64_t>(n, ((64 - (reinterpret_cast<uintptr_t>(out) & 63)) & 63) / sizeof(Half));
+    const int64_t head = line_head(out, n);
     for (; i < head; ++i) out[i].bits = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT);
     for (; i + L <= n; i += L) {
       __m128i* dst = reinterpret_cast<__m128i*>(out + i);
