@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attnfused._machine import cpu_fields
 from attnfused._toolchain import cuda_build_problem
 from attnfused.kernels.extension import extension_status
 
@@ -244,7 +245,8 @@ def _terms(b: int, c: int, p: int, which: str) -> dict:
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype, shape", [(torch.float32, (3, 37, 139, 211)), (torch.bfloat16, (5, 61, 139, 211))])
+@pytest.mark.parametrize("dtype, shape", [(torch.float32, (3, 37, 139, 211)), (torch.bfloat16, (5, 61, 139, 211)),
+                                          (torch.float16, (5, 61, 139, 211))])
 @pytest.mark.parametrize("which", ["forward_ca", "forward_ca_sa", "se_backward", "se_max_backward", "cbam_backward"])
 def test_pointwise_streaming_stores_match_plain_stores(which, dtype, shape, layout):
     """Outputs of >= 8 MiB leave through streaming stores (csrc/cpu/common.h, kStreamBytes), each
@@ -850,11 +852,7 @@ def test_pool_max_keeps_first_index_at_every_row_length(p, c, dtype, layout, wan
 
 
 def _cpu_has_f16c() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_fields().get("flags", "").split()
     return "f16c" in flags and "avx2" in flags
 
 
