@@ -4,12 +4,22 @@
 #   bash benchmarks/gpu_all.sh [OUT_DIR]        (default: benchmarks/results/gpu-<UTC stamp>)
 #
 # For a GPU machine without network access that already has torch + triton (DESIGN.md §8), so the
-# install uses --no-build-isolation --no-deps. Environment knobs:
-#   STEPS        which steps, in order (default "install tests bench fc_gate summary"). A device
-#                command is capped at 10 minutes: run "install tests" and "install fc_gate bench
-#                summary" as two calls into one OUT_DIR.
-#   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, compile default
-#                mode, bf16 end to end, everything stopped after BENCH_MINUTES, default 6)
+# install uses --no-build-isolation --no-deps. On the lent H200 (15 minutes of device time per
+# session, machine start included; 10 per command; at most 8 files come back from $OUT) run it as
+# one command (README "GPU timings"):
+#   STEPS="install tests bench summary" TEST_MINUTES=4 BENCH_MINUTES=2 PACK=$OUT/gpu_all.tgz \
+#     bash benchmarks/gpu_all.sh /tmp/gpu_all
+# Environment knobs:
+#   STEPS        which steps, in order (default "install tests bench fc_gate summary").
+#   PACK         a .tgz path: OUT_DIR is packed into it after every step, so that a command cut
+#                short still hands back everything so far as one file.
+#   PYTHON       the interpreter (default python3: the one holding torch on the lent H200).
+#   TEST_MINUTES cap on the test step: pytest is interrupted (SIGINT, so it still reports what ran
+#                and failed) after that many minutes; default none.
+#   BENCH_ARGS   arguments for `python -m attnfused.bench` (default below: batch 32, bf16 then fp32,
+#                channels_last then NCHW, compile's default mode, bf16 end to end; no row starts
+#                after BENCH_MINUTES, default 6)
+#   TEST_PATHS   what pytest runs (default tests: the whole suite)
 #   TEST_ARGS    extra arguments for pytest
 #   TEST_WORKERS pytest-xdist worker processes for the test step (default 8 where xdist is installed,
 #                as on the lent H200 image: Triton's JIT compiles of the kernel variants dominate a
@@ -32,6 +42,7 @@
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-benchmarks/results/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT_DIR"
 echo "attnfused gpu_all: writing to $OUT_DIR"
 
@@ -39,7 +50,7 @@ echo "attnfused gpu_all: writing to $OUT_DIR"
   date -u +%Y-%m-%dT%H:%M:%SZ
   git rev-parse HEAD 2>/dev/null || true
   nvidia-smi || true
-  python -c "import sys, torch, triton; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda); print('triton', triton.__version__); print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+  "$PY" -c "import sys, torch, triton; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda); print('triton', triton.__version__); print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
 } > "$OUT_DIR/env.txt" 2>&1
 
 step() {  # step NAME COMMAND...: run, log, record the exit code
@@ -50,34 +61,58 @@ step() {  # step NAME COMMAND...: run, log, record the exit code
   echo "$rc" > "$OUT_DIR/$name.rc"
   echo "   rc=$rc, log $OUT_DIR/$name.log"
   tail -n 3 "$OUT_DIR/$name.log"
+  pack
 }
 
-BENCH_ARGS=${BENCH_ARGS:---batch 32 --compile-modes default --e2e-precision bf16-autocast --e2e-impls eager attnfused compile}
+pack() {  # OUT_DIR as one file (PACK), rewritten after each step
+  if [ -n "${PACK:-}" ]; then
+    tar czf "$PACK.tmp" -C "$(dirname "$OUT_DIR")" "$(basename "$OUT_DIR")" && mv "$PACK.tmp" "$PACK"
+  fi
+}
+
+# Default bench: bf16 channels_last first (the training configuration users run), then fp32 and NCHW,
+# so that rows cut off by BENCH_MINUTES are the less used ones; no traffic report (interpreter
+# counts, the same on any machine: the CPU runs have it); end to end only if time is left.
+BENCH_ARGS=${BENCH_ARGS:---batch 32 --dtype bf16 fp32 --layout channels_last nchw --compile-modes default --no-traffic --e2e-precision bf16-autocast --e2e-impls eager attnfused compile}
 for s in ${STEPS:-install tests bench fc_gate summary}; do
   case $s in
-    install) step install env MAX_JOBS=16 pip install --no-build-isolation --no-deps -v -e . ;;
+    install) step install env MAX_JOBS=16 "$PY" -m pip install --no-build-isolation --no-deps -v -e . ;;
     # shellcheck disable=SC2086
     tests)
       WORKERS=${TEST_WORKERS:-8}
       XDIST=""
-      if [ "$WORKERS" -gt 1 ] && python -c "import xdist" 2>/dev/null; then XDIST="-n $WORKERS"; fi
-      step tests python -m pytest tests -q -rs --junitxml="$OUT_DIR/tests.xml" $XDIST ${TEST_ARGS:-} ;;
+      if [ "$WORKERS" -gt 1 ] && "$PY" -c "import xdist" 2>/dev/null; then XDIST="-n $WORKERS"; fi
+      CAP=""
+      if [ -n "${TEST_MINUTES:-}" ]; then CAP="timeout -s INT -k 30 ${TEST_MINUTES}m"; fi
+      step tests $CAP "$PY" -m pytest ${TEST_PATHS:-tests} -q -rfEs --junitxml="$OUT_DIR/tests.xml" $XDIST ${TEST_ARGS:-} ;;
     # shellcheck disable=SC2086
-    bench) step bench python -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
-    fc_gate) step fc_gate python benchmarks/fc_gate_bench.py --out "$OUT_DIR" ;;
-    summary) step summary python -m attnfused.bench.summary "$OUT_DIR" --out "$OUT_DIR/summary.md" ;;
-    cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 python -m attnfused.bench --out "$OUT_DIR" \
+    bench) step bench "$PY" -m attnfused.bench --out "$OUT_DIR" --max-minutes "${BENCH_MINUTES:-6}" $BENCH_ARGS ;;
+    fc_gate) step fc_gate "$PY" benchmarks/fc_gate_bench.py --out "$OUT_DIR" ;;
+    summary) step summary "$PY" -m attnfused.bench.summary "$OUT_DIR" --out "$OUT_DIR/summary.md" ;;
+    cuda_scalar) step cuda_scalar env ATTNFUSED_CUDA_VECTORS=0 "$PY" -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-scalar --providers cuda --compile-modes --no-e2e --no-traffic --max-minutes "${BENCH_MINUTES:-3}" ;;
-    cuda_cudnn) step cuda_cudnn env ATTNFUSED_CUDA_GATE_CONV=0 python -m attnfused.bench --out "$OUT_DIR" \
+    cuda_cudnn) step cuda_cudnn env ATTNFUSED_CUDA_GATE_CONV=0 "$PY" -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-cudnn-conv --providers cuda --blocks eca cbam_fc cbam_conv --compile-modes --no-e2e --no-traffic \
       --max-minutes "${BENCH_MINUTES:-3}" ;;
-    cuda_cublas) step cuda_cublas env ATTNFUSED_CUDA_FC_GATE=0 python -m attnfused.bench --out "$OUT_DIR" \
+    cuda_cublas) step cuda_cublas env ATTNFUSED_CUDA_FC_GATE=0 "$PY" -m attnfused.bench --out "$OUT_DIR" \
       --tag cuda-cublas-fc --providers cuda --blocks se_avg se_max cbam_fc --compile-modes --no-e2e --no-traffic \
       --max-minutes "${BENCH_MINUTES:-3}" ;;
-    triton_tiled) step triton_tiled env ATTNFUSED_TRITON_FLAT=0 python -m attnfused.bench --out "$OUT_DIR" \
+    triton_tiled) step triton_tiled env ATTNFUSED_TRITON_FLAT=0 "$PY" -m attnfused.bench --out "$OUT_DIR" \
       --tag triton-tiled --providers triton --layout nchw --shape 2048,7,7 --compile-modes --no-e2e --no-traffic \
       --max-minutes "${BENCH_MINUTES:-3}" ;;
     *) echo "unknown step $s" ;;
   esac
 done
-echo "attnfused gpu_all: done; results in $OUT_DIR"
+
+# A digest for the end of the command's output (the device tool hands back its last 12,000
+# characters): each step's exit code, the tests' outcome and failures, the bench summary's start.
+echo "== digest"
+for f in "$OUT_DIR"/*.rc; do [ -e "$f" ] && echo "$(basename "$f" .rc): rc=$(cat "$f")"; done
+if [ -e "$OUT_DIR/tests.log" ]; then
+  grep -E "^(FAILED|ERROR) " "$OUT_DIR/tests.log" | cut -c1-200 | head -n 40
+  grep -E "(passed|failed|error|skipped|no tests ran).* in [0-9.]+s" "$OUT_DIR/tests.log" | tail -n 1
+  grep -m 1 -E "^(!+ )?KeyboardInterrupt" "$OUT_DIR/tests.log" && echo "(tests cut short by TEST_MINUTES)"
+fi
+[ -e "$OUT_DIR/summary.md" ] && head -c 4000 "$OUT_DIR/summary.md"
+pack
+echo "attnfused gpu_all: done; results in $OUT_DIR${PACK:+, packed as $PACK}"

@@ -1,0 +1,315 @@
+// CPU reductions: pool_hw / dot_hw (over P) and pool_c / dot_c (over C).
+//
+// Each reduction walks the tensor once in its memory order: when the reduced axis is the
+// unit-stride one (pool_hw on NCHW, pool_c on channels_last) a task reduces whole rows
+// (row_reduce); otherwise a task owns a tile of the kept axis and sweeps the reduced
+// axis, accumulating a vector of results (tile_reduce). Unit-stride inputs get
+// branch-free loop bodies (templated on the optional terms); any other strides take one generic
+// body. No splits on CPU: (sample x tile) tasks already outnumber the cores.
+//
+// The kernels' templates, instantiated once per input dtype by reduce_<dtype>.cpp (one translation
+// unit each, so that a parallel build compiles them side by side: as one file they took 2-3.5
+// minutes of one core on the dev VMs, most of a full build); reduce.cpp dispatches on the dtype.
+#pragma once
+
+#include <vector>
+
+#include "../entry.h"
+#include "common.h"
+
+namespace attnfused {
+namespace cpu {
+namespace {
+
+// Kept-axis entries per tile task: long contiguous row segments for tile_reduce's rows (a whole
+// 56x56 map is 3136), outputs ~12 KiB per buffer, still a few tasks per sample to balance threads.
+constexpr int64_t kTile = 1024;
+
+template <typename acc_t>
+struct TileBuffers {
+  std::vector<acc_t> sum = std::vector<acc_t>(kTile), mx = std::vector<acc_t>(kTile);
+  std::vector<int32_t> arg = std::vector<int32_t>(kTile);
+};
+
+// With want_max, out_arg may be null: the max of a forward that no backward follows needs no index.
+template <typename acc_t>
+void store(const ReduceArgs<acc_t>& r, int64_t out, acc_t sum, acc_t mx, int32_t arg, bool want_max) {
+  r.out_sum[out] = sum / r.divisor;
+  if (want_max) {
+    r.out_max[out] = mx;
+    if (r.out_arg) r.out_arg[out] = arg;
+  }
+}
+
+// Calls ``f(kMax, kArg)`` (std::bool_constant) for the three modes a reduction runs in: sum only,
+// sum and max, sum, max and argmax (``out_arg`` null: no backward follows, see store).
+template <typename acc_t, typename F>
+void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
+  if (!want_max) {
+    f(std::false_type{}, std::false_type{});
+  } else if (!r.out_arg) {
+    f(std::true_type{}, std::false_type{});
+  } else {
+    f(std::true_type{}, std::true_type{});
+  }
+}
+
+// Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
+// kLongArgDepth: row_reduce's depth on rows of 128+ with the argmax. At 4 (12 accumulator vectors
+// of AVX2's 16 registers) a value of two loads (x * ca, pool_c on channels_last) made GCC keep
+// them on the stack (twice the stack accesses): a standalone copy of the loop, one thread, 4 x 784
+// rows of 512 x * ca, ran in 0.30 ms at depth 4 and 0.16 at 3 (Zen 5 VM; plain x: 0.134 / 0.138).
+// ``row_value(b, j, run, io)`` reads its rows through ``io`` (RowIO, common.h: fp16 rows as
+// floats, the loop's next row converted ahead), two at most.
+template <typename scalar_t, int kLongArgDepth = 4, typename acc_t, typename RowValue>
+void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const RowValue& row_value) {
+  at::parallel_for(0, r.B * J, grain_for(K), [&](int64_t begin, int64_t end) {
+    RowIO<scalar_t> io(K, 2);
+    with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+      constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+      for_rows(begin, end, J, [&](int64_t i, int64_t b, int64_t j) {
+        io.ahead(i + 1 < end, j + 1 == J ? b + 1 : b, j + 1 == J ? 0 : j + 1);
+        row_value(b, j, [&](const auto& value) {
+          using Value = std::decay_t<decltype(value)>;
+          acc_t s, m;
+          int32_t arg;
+          // kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2
+          // threads: P = 16 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
+          if (K < 64) {
+            row_reduce<kMax, acc_t, Value, 1, kArg>(value, K, &s, &m, &arg);
+          } else if (K < 128) {
+            row_reduce<kMax, acc_t, Value, 2, kArg>(value, K, &s, &m, &arg);
+          } else {
+            row_reduce<kMax, acc_t, Value, kArg ? kLongArgDepth : 4, kArg>(value, K, &s, &m, &arg);
+          }
+          store(r, i, s, m, arg, kMax);
+        }, io);
+      });
+    });
+  });
+}
+
+// Tiles: for each b and tile of kTile kept indices, reduce ``value(k, j)`` over k:
+// ``tile_value(b, j0, n, slots, run)`` calls ``run(value, stage)`` (the stage of tile_reduce, common.h;
+// ``slots``: room for two inputs' TileRows<Half>). The max over bf16 inputs goes to
+// tile_reduce_chunks (common.h).
+template <typename scalar_t, typename acc_t, typename TileValue>
+void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, TileValue tile_value) {
+  constexpr bool kChunks = std::is_same_v<scalar_t, c10::BFloat16>;
+  const int64_t n_tiles = (J + kTile - 1) / kTile;
+  at::parallel_for(0, r.B * n_tiles, grain_for(kTile * K), [&](int64_t begin, int64_t end) {
+    TileBuffers<acc_t> buf;
+    std::vector<float> slots(std::is_same_v<scalar_t, Half> ? 2 * kStageRows * kTile : 0);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / n_tiles, j0 = (i % n_tiles) * kTile, n = std::min(kTile, J - j0);
+      tile_value(b, j0, n, slots.data(), [&](auto value, auto stage) {
+        with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+          constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+          if constexpr (kChunks && kMax) {  // (bf16 rows stage nothing)
+            tile_reduce_chunks<kMax, acc_t, decltype(value), kArg>(value, K, n, buf.sum.data(), buf.mx.data(),
+                                                                    buf.arg.data());
+          } else {
+            tile_reduce<kMax, acc_t, decltype(value), kArg, decltype(stage)>(value, K, n, buf.sum.data(),
+                                                                             buf.mx.data(), buf.arg.data(), stage);
+          }
+        });
+      });
+      for (int64_t j = 0; j < n; ++j) store(r, b * J + j0 + j, buf.sum[j], buf.mx[j], buf.arg[j], want_max);
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
+  const int64_t C = r.C, P = r.P;
+  const View a = r.a, x = r.x;
+  const Terms<acc_t> t = r.t;
+  const bool has_x = r.has_x, want_max = r.want_max && !r.has_x;
+  const bool mid = t.sa && t.da && t.dm;  // CBAM's backward passes all three, SE's none
+  const bool p_fast = a.sp <= a.sc;
+  const bool unit = p_fast ? a.sp == 1 && (!has_x || x.sp == 1) : a.sc == 1 && (!has_x || x.sc == 1);
+  const auto* A = static_cast<const scalar_t*>(a.data);
+  const auto* X = static_cast<const scalar_t*>(x.data);
+  if (!unit || (has_x && !mid && (t.sa || t.da || t.dm))) {  // any other layout / term set
+    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+      acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
+      if (has_x) v = mid_term(v, t, b * P + p, c) * static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
+      return v;
+    };
+    if (p_fast) {
+      rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto&) {
+        run([&](int64_t p) { return generic(b, c, p); });
+      });
+    } else {
+      tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t, float*, auto&& run) {
+        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); }, NoStage());
+      });
+    }
+    return;
+  }
+  if (p_fast) {  // rows of P per (b, c)
+    rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto& io) {
+      const auto* ra = io.in([&](int64_t bb, int64_t cc) { return A + bb * a.sb + cc * a.sc; }, b, c, P, 0);
+      if (!has_x) {
+        run([=](int64_t p) { return static_cast<acc_t>(ra[p]); });
+        return;
+      }
+      const auto* rx = io.in([&](int64_t bb, int64_t cc) { return X + bb * x.sb + cc * x.sc; }, b, c, P, 1);
+      if (!mid) {
+        run([=](int64_t p) { return static_cast<acc_t>(ra[p]) * static_cast<acc_t>(rx[p]); });
+      } else {
+        const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
+        const int32_t* amc = t.amc + b * P;
+        const int32_t c32 = static_cast<int32_t>(c);
+        run([=](int64_t p) {
+          acc_t v = static_cast<acc_t>(ra[p]) * sa[p] + da[p];
+          const acc_t dmp = dm[p];  // unconditional load: a conditional one blocks vectorisation
+          v += amc[p] == c32 ? dmp : acc_t(0);
+          return v * static_cast<acc_t>(rx[p]);
+        });
+      }
+    });
+    return;
+  }
+  // channel tiles, rows of P
+  tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t n, float* slots, auto&& run) {
+    const TileRows<scalar_t> ra(A + b * a.sb + c0, a.sp, n, slots);
+    if (!has_x) {
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)); },
+          [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
+      return;
+    }
+    const TileRows<scalar_t> rx(X + b * x.sb + c0, x.sp, n, slots + kStageRows * n);
+    auto stage = [=](int64_t k0, int64_t m) {
+      ra.stage(k0, m);
+      rx.stage(k0, m);
+    };
+    if (!mid) {
+      run([=](int64_t p, int64_t j) { return static_cast<acc_t>(ra.at(p, j)) * static_cast<acc_t>(rx.at(p, j)); },
+          stage);
+    } else {
+      const acc_t *sa = t.sa + b * P, *da = t.da + b * P, *dm = t.dm + b * P;
+      const int32_t* amc = t.amc + b * P;
+      const int64_t c0_ = c0;
+      run([=](int64_t p, int64_t j) {
+        acc_t v = static_cast<acc_t>(ra.at(p, j)) * sa[p] + da[p];
+        const acc_t dmp = dm[p];
+        v += amc[p] == c0_ + j ? dmp : acc_t(0);
+        return v * static_cast<acc_t>(rx.at(p, j));
+      }, stage);
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void reduce_c_impl(const ReduceArgs<acc_t>& r) {
+  const int64_t C = r.C, P = r.P;
+  const View a = r.a, x = r.x;
+  const acc_t* ca = r.t.ca;
+  const bool has_x = r.has_x, want_max = r.want_max && !r.has_x;
+  const bool c_fast = a.sc < a.sp;
+  const bool unit = c_fast ? a.sc == 1 && (!has_x || x.sc == 1) : a.sp == 1 && (!has_x || x.sp == 1);
+  const auto* A = static_cast<const scalar_t*>(a.data);
+  const auto* X = static_cast<const scalar_t*>(x.data);
+  // x1 = x * ca, rounded to the input dtype when eager would materialise it (pool on half types).
+  auto x1 = [](acc_t v, acc_t g, auto round) {
+    v *= g;
+    if constexpr (decltype(round)::value) v = static_cast<acc_t>(static_cast<scalar_t>(v));
+    return v;
+  };
+  if (!unit) {
+    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+      acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
+      if (ca) {
+        v *= ca[b * C + c];
+        if (r.round_x1) v = static_cast<acc_t>(static_cast<scalar_t>(v));
+      }
+      if (has_x) v *= static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
+      return v;
+    };
+    if (c_fast) {
+      rows<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto&) {
+        run([&](int64_t c) { return generic(b, c, p); });
+      });
+    } else {
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t, float*, auto&& run) {
+        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); }, NoStage());
+      });
+    }
+    return;
+  }
+  with_flag(ca != nullptr, [&](auto has_ca) {
+    with_flag(r.round_x1, [&](auto round) {
+      constexpr bool kCa = decltype(has_ca)::value, kRoundedX1 = kCa && decltype(round)::value;  // x * ca, rounded
+      if (c_fast) {  // rows of C per (b, p)
+        rows<scalar_t, kCa ? 3 : 4>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto& io) {
+          const auto* ra = io.in([&](int64_t bb, int64_t pp) { return A + bb * a.sb + pp * a.sp; }, b, p, C, 0);
+          const acc_t* g = ca + b * C;
+          if (has_x) {
+            const auto* rx = io.in([&](int64_t bb, int64_t pp) { return X + bb * x.sb + pp * x.sp; }, b, p, C, 1);
+            run([=](int64_t c) {
+              const acc_t v = static_cast<acc_t>(ra[c]);
+              return (kCa ? v * g[c] : v) * static_cast<acc_t>(rx[c]);
+            });
+          } else if constexpr (kRoundedX1) {
+            const auto x1r = io.rounded(C, 1, [&](int64_t c) { return static_cast<acc_t>(ra[c]) * g[c]; });
+            run([=](int64_t c) { return static_cast<acc_t>(x1r[c]); });
+          } else {
+            run([=](int64_t c) {
+              const acc_t v = static_cast<acc_t>(ra[c]);
+              return kCa ? x1(v, g[c], round) : v;
+            });
+          }
+        });
+        return;
+      }
+      // position tiles, rows of C
+      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t n, float* slots, auto&& run) {
+        const TileRows<scalar_t> ra(A + b * a.sb + p0, a.sc, n, slots);
+        const acc_t* g = ca + b * C;
+        if (has_x) {
+          const TileRows<scalar_t> rx(X + b * x.sb + p0, x.sc, n, slots + kStageRows * n);
+          run([=](int64_t c, int64_t j) {
+            const acc_t v = static_cast<acc_t>(ra.at(c, j));
+            return (kCa ? v * g[c] : v) * static_cast<acc_t>(rx.at(c, j));
+          }, [=](int64_t k0, int64_t m) {
+            ra.stage(k0, m);
+            rx.stage(k0, m);
+          });
+        } else if constexpr (std::is_same_v<scalar_t, Half> && kRoundedX1) {
+          // x * ca rounded as the rows are staged (F16C), not per element in the fold.
+          run([=](int64_t c, int64_t j) { return static_cast<acc_t>(ra.at(c, j)); }, [=](int64_t k0, int64_t m) {
+            ra.stage(k0, m);
+            for (int64_t k = k0; k < k0 + m; ++k) ra.scale_round(k, g[k]);
+          });
+        } else {
+          run([=](int64_t c, int64_t j) {
+            const acc_t v = static_cast<acc_t>(ra.at(c, j));
+            return kCa ? x1(v, g[c], round) : v;
+          }, [=](int64_t k0, int64_t m) { ra.stage(k0, m); });
+        }
+      });
+    });
+  });
+}
+
+}  // namespace
+
+// One input dtype's reductions, overloaded on a value of its type (reduce.cpp dispatches): each
+// reduce_<dtype>.cpp defines its pair with ATTNFUSED_REDUCE_KERNELS, and the kernels behind it stay
+// internal to that file.
+void reduce_hw_of(float, const ReduceArgs<float>& r);
+void reduce_c_of(float, const ReduceArgs<float>& r);
+void reduce_hw_of(Half, const ReduceArgs<float>& r);
+void reduce_c_of(Half, const ReduceArgs<float>& r);
+void reduce_hw_of(c10::BFloat16, const ReduceArgs<float>& r);
+void reduce_c_of(c10::BFloat16, const ReduceArgs<float>& r);
+void reduce_hw_of(double, const ReduceArgs<double>& r);
+void reduce_c_of(double, const ReduceArgs<double>& r);
+
+#define ATTNFUSED_REDUCE_KERNELS(scalar_t, acc_t)                                                            \
+  void reduce_hw_of(scalar_t, const ReduceArgs<acc_t>& r) { reduce_hw_impl<scalar_t, acc_t>(r); } \
+  void reduce_c_of(scalar_t, const ReduceArgs<acc_t>& r) { reduce_c_impl<scalar_t, acc_t>(r); }
+
+}  // namespace cpu
+}  // namespace attnfused
