@@ -68,6 +68,32 @@ __attribute__((target("avx2,f16c"))) void round_f16c(float* v, int64_t n) {
   for (; i < n; ++i) v[i] = _cvtsh_ss(_cvtss_sh(v[i], _MM_FROUND_TO_NEAREST_INT));
 }
 
+// y = half(float(x) * g), g one gate for the row (kPerElement false: g[0]) or one per element.
+template <bool kPerElement>
+__attribute__((target("avx2,f16c"))) inline __m128i scaled8(const Half* x, const float* g, __m256 g1, int64_t i) {
+  const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+  __m256 s = g1;
+  if constexpr (kPerElement) s = _mm256_loadu_ps(g + i);
+  return _mm256_cvtps_ph(_mm256_mul_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+template <bool kPerElement>
+__attribute__((target("avx2,f16c"))) void scale_f16c(const Half* x, const float* g, Half* y, int64_t n, bool stream) {
+  const __m256 g1 = _mm256_set1_ps(kPerElement ? 0.0f : g[0]);
+  int64_t i = 0;
+  if (stream) {
+    constexpr int64_t L = 64 / sizeof(Half);
+    for (const int64_t head = line_head(y, n); i < head; ++i)
+      y[i].bits = _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
+    for (; i + L <= n; i += L) {
+      __m128i* dst = reinterpret_cast<__m128i*>(y + i);
+      for (int v = 0; v < 4; ++v) _mm_stream_si128(dst + v, scaled8<kPerElement>(x, g, g1, i + 8 * v));
+    }
+  }
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), scaled8<kPerElement>(x, g, g1, i));
+  for (; i < n; ++i) y[i].bits = _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
+}
+
 // ATTNFUSED_CPU_F16C=0 (read once, at load) takes the software path on any CPU: how the tests
 // reach it on machines with F16C.
 bool has_f16c() {
@@ -96,6 +122,20 @@ void float_to_half(const float* in, Half* out, int64_t n, bool stream) {
   if (kF16C) return to_half_f16c(in, out, n, stream);
 #endif
   to_half_soft(in, out, n, stream);
+}
+
+void scale_half_row(const Half* x, float g, Half* y, int64_t n, bool stream) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return scale_f16c<false>(x, &g, y, n, stream);
+#endif
+  store_row(y, n, stream, [&](int64_t i) { return static_cast<float>(x[i]) * g; });
+}
+
+void mul_half_row(const Half* x, const float* g, Half* y, int64_t n, bool stream) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return scale_f16c<true>(x, g, y, n, stream);
+#endif
+  store_row(y, n, stream, [&](int64_t i) { return static_cast<float>(x[i]) * g[i]; });
 }
 
 void round_to_half(float* v, int64_t n) {

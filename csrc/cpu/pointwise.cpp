@@ -177,9 +177,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
-          const acc_t* rca = t.ca + b * C;
-          const auto* rf = io.in(ra, C, 0);
-          io.out(ro, C, stream, [&](int64_t c) { return static_cast<acc_t>(rf[c]) * rca[c]; });
+          io.scale_row(ra, t.ca + b * C, ro, C, stream);
         } else if (a.sc == 1 && w.oc == 1 && ca_sa) {
           const acc_t* rca = t.ca + b * C;
           const acc_t s = t.sa[i];
@@ -210,9 +208,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
-        const acc_t g = t.ca[i];
-        const auto* rf = io.in(ra, P, 0);
-        io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g; });
+        io.scale_row(ra, t.ca[i], ro, P, stream);
       } else if (a.sp == 1 && w.op == 1 && ca_sa) {
         const acc_t g = t.ca[i];
         const acc_t* rsa = t.sa + b * P;

@@ -64,6 +64,10 @@ def load(asan: bool = False):
             build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
         except AttributeError:
             build_dir = Path(tempfile.gettempdir()) / "attnfused_cuemu_build" / name
+        # One build per torch version: torch's folder is named after the Python and CUDA versions
+        # only, and a module left there by another torch (built against its headers) would load.
+        build_dir = build_dir / f"torch-{torch.__version__}"
+        build_dir.mkdir(parents=True, exist_ok=True)
         sources = [
             str(ROOT / "csrc" / "ops.cpp"),
             str(HERE / "runtime.cpp"),
