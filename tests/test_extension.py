@@ -900,6 +900,19 @@ def check_fp16_conversions(layout: str) -> str:
     want_mx, want_arg = x1.flatten(2).max(1)
     same_bits(mx, want_mx)
     assert torch.equal(arg.long(), want_arg)
+    # The avg pool over H*W of fp16 rows (NCHW: summed as loaded, half.cpp) adds the same values in
+    # the same order as over the rows converted to fp32: the same bits, rows of every accumulator
+    # depth (short, < 64, < 128, longer), with a masked last vector or none, signed zeros and
+    # infinities included. Magnitudes spread over 2^-12 .. 2^12, so that partial sums round and a
+    # change of order shows (fp16 values of one scale sum exactly in fp32, in any order).
+    for p in (5, 8, 49, 100, 196):
+        spread = 2.0 ** torch.randint(-12, 13, (2, 19, p, 1), generator=gen)
+        xp = (torch.randn(2, 19, p, 1, generator=gen) * spread).half().contiguous(memory_format=fmt)
+        xp[0, 0] = -0.0
+        xp[1, 3, p // 2] = float("inf")
+        avg16 = ops.reduce_hw(xp, None, None, None, None, None, False, float(p), False)[0]
+        avg32 = ops.reduce_hw(xp.float(), None, None, None, None, None, False, float(p), False)[0]
+        same_bits(avg16, avg32)
     return path
 
 
@@ -911,7 +924,8 @@ def test_cpu_fp16_conversions_are_exact(layout, f16c):
     latter, in a fresh process: it is read at load). Either way every one of the 2^16 fp16 values
     must come back as itself through y = x * 1, and x * g must round as eager's float-then-half
     does, ties to even, subnormals and overflow to inf included; CBAM's x * ca is rounded to fp16
-    before its gate and pool, as eager has it. Bits are compared, NaNs only as NaNs (their payloads
+    before its gate and pool, as eager has it; the avg pool sums fp16 rows as it sums them in fp32.
+    Bits are compared, NaNs only as NaNs (their payloads
     tell which path ran)."""
     if not extension_status()["built"]:
         pytest.skip("attnfused._C not built (test_extension_is_built says why)")

@@ -75,6 +75,11 @@ void round_to_half(float* v, int64_t n);
 // pass (RowIO<Half>::scale_row).
 void scale_half_row(const Half* x, float g, Half* y, int64_t n, bool stream);
 void mul_half_row(const Half* x, const float* g, Half* y, int64_t n, bool stream);
+// The sum of an fp16 row summed as it is loaded (F16C), in row_reduce's order with reduce.h's depth
+// for its length: the same bits as row_reduce over the row converted. Only where
+// half_sums_direct() (the CPU has F16C).
+bool half_sums_direct();
+float half_row_sum(const Half* x, int64_t n);
 
 // Calls ``f(scalar_t{})`` with the C++ type of ``dt``; fp64 inputs pair with double small
 // tensors and the rest with float (the caller's acc_t), so only matching pairs instantiate.

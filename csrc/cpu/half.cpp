@@ -94,6 +94,38 @@ __attribute__((target("avx2,f16c"))) void scale_f16c(const Half* x, const float*
   for (; i < n; ++i) y[i].bits = _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
 }
 
+__attribute__((target("avx2,f16c"))) inline __m256 load8(const Half* x) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+}
+
+// row_reduce's sum (common.h) with kDepth D, step for step on the row's fp16 values as loaded.
+template <int D>
+__attribute__((target("avx2,f16c"))) float sum_f16c(const Half* x, int64_t K) {
+  __m256 s[D];
+  for (int n = 0; n < D; ++n) s[n] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + D * 8 <= K; k += D * 8)
+    for (int n = 0; n < D; ++n) s[n] = _mm256_add_ps(s[n], load8(x + k + 8 * n));
+  for (; k + 8 <= K; k += 8) s[0] = _mm256_add_ps(s[0], load8(x + k));
+  alignas(32) float lanes[8];
+  if (k < K && K >= 8) {  // the last 8, those already summed masked out (+0.0, as row_reduce adds)
+    const int64_t k0 = K - 8;
+    const __m256i index = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(static_cast<int32_t>(k0)));
+    const __m256i fresh = _mm256_cmpgt_epi32(index, _mm256_set1_epi32(static_cast<int32_t>(k - 1)));
+    s[0] = _mm256_add_ps(s[0], _mm256_and_ps(load8(x + k0), _mm256_castsi256_ps(fresh)));
+  } else if (k < K) {  // a row shorter than 8: lane by lane
+    _mm256_store_ps(lanes, s[0]);
+    for (int l = 0; k < K; ++k, ++l) lanes[l] += _cvtsh_ss(x[k].bits);
+    s[0] = _mm256_load_ps(lanes);
+  }
+  for (int n = 1; n < D; ++n) s[0] = _mm256_add_ps(s[0], s[n]);
+  _mm256_store_ps(lanes, s[0]);
+  float total = 0;
+  for (int l = 0; l < 8; ++l) total += lanes[l];
+  return total;
+}
+
 // ATTNFUSED_CPU_F16C=0 (read once, at load) takes the software path on any CPU: how the tests
 // reach it on machines with F16C.
 bool has_f16c() {
@@ -136,6 +168,23 @@ void mul_half_row(const Half* x, const float* g, Half* y, int64_t n, bool stream
   if (kF16C) return scale_f16c<true>(x, g, y, n, stream);
 #endif
   store_row(y, n, stream, [&](int64_t i) { return static_cast<float>(x[i]) * g[i]; });
+}
+
+bool half_sums_direct() {
+#if defined(AF_HAVE_F16C_PATH)
+  return kF16C;
+#else
+  return false;
+#endif
+}
+
+float half_row_sum(const Half* x, int64_t n) {
+#if defined(AF_HAVE_F16C_PATH)
+  if (kF16C) return n < 64 ? sum_f16c<1>(x, n) : n < 128 ? sum_f16c<2>(x, n) : sum_f16c<4>(x, n);
+#endif
+  (void)x;
+  (void)n;
+  return 0.0f;  // (callers ask half_sums_direct() first)
 }
 
 void round_to_half(float* v, int64_t n) {
