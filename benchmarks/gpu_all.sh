@@ -7,7 +7,7 @@
 # install uses --no-build-isolation --no-deps. On the lent H200 (15 minutes of device time per
 # session, machine start included; 10 per command; at most 8 files come back from $OUT) run it as
 # one command (README "GPU timings"):
-#   STEPS="install tests bench summary" TEST_MINUTES=4 BENCH_MINUTES=2 PACK=$OUT/gpu_all.tgz \
+#   STEPS="install tests bench summary" TEST_MINUTES=4 BENCH_MINUTES=2.5 PACK=$OUT/gpu_all.tgz \
 #     bash benchmarks/gpu_all.sh /tmp/gpu_all
 # Environment knobs:
 #   STEPS        which steps, in order (default "install tests bench fc_gate summary").
