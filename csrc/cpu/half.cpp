@@ -4,7 +4,9 @@
 // once, at load, by what the CPU has: F16C's intrinsics cannot sit in the kernels' own
 // target_clones bodies (the baseline clone would have to compile them too), and GCC 12 does not
 // vectorise scalar fp16 conversions even where F16C is enabled, so the kernels call these once per
-// row instead of converting element by element in their loops.
+// row instead of converting element by element in their loops. Two row operations also run here in
+// one pass over the fp16 values, where a buffer's round trip cost more than the work: the forward
+// scale (scale_half_row, mul_half_row) and the avg pool's row sum (half_row_sum, F16C only).
 #include <cstdlib>
 #include <string>
 
