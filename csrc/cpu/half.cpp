@@ -70,10 +70,20 @@ __attribute__((target("avx2,f16c"))) void round_f16c(float* v, int64_t n) {
   for (; i < n; ++i) v[i] = _cvtsh_ss(_cvtss_sh(v[i], _MM_FROUND_TO_NEAREST_INT));
 }
 
-// y = half(float(x) * g), g one gate for the row (kPerElement false: g[0]) or one per element.
+__attribute__((target("avx2,f16c"))) inline __m256 load8(const Half* x) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+}
+
+// y = half(float(x) * g), g one gate for the row (kPerElement false: g[0]) or one per element:
+// eight values (scaled8) or one (scaled1, the row's head before a streamed line and its tail).
+template <bool kPerElement>
+__attribute__((target("avx2,f16c"))) inline uint16_t scaled1(const Half* x, const float* g, int64_t i) {
+  return _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
+}
+
 template <bool kPerElement>
 __attribute__((target("avx2,f16c"))) inline __m128i scaled8(const Half* x, const float* g, __m256 g1, int64_t i) {
-  const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+  const __m256 v = load8(x + i);
   __m256 s = g1;
   if constexpr (kPerElement) s = _mm256_loadu_ps(g + i);
   return _mm256_cvtps_ph(_mm256_mul_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -85,19 +95,14 @@ __attribute__((target("avx2,f16c"))) void scale_f16c(const Half* x, const float*
   int64_t i = 0;
   if (stream) {
     constexpr int64_t L = 64 / sizeof(Half);
-    for (const int64_t head = line_head(y, n); i < head; ++i)
-      y[i].bits = _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
+    for (const int64_t head = line_head(y, n); i < head; ++i) y[i].bits = scaled1<kPerElement>(x, g, i);
     for (; i + L <= n; i += L) {
       __m128i* dst = reinterpret_cast<__m128i*>(y + i);
       for (int v = 0; v < 4; ++v) _mm_stream_si128(dst + v, scaled8<kPerElement>(x, g, g1, i + 8 * v));
     }
   }
   for (; i + 8 <= n; i += 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), scaled8<kPerElement>(x, g, g1, i));
-  for (; i < n; ++i) y[i].bits = _cvtss_sh(_cvtsh_ss(x[i].bits) * g[kPerElement ? i : 0], _MM_FROUND_TO_NEAREST_INT);
-}
-
-__attribute__((target("avx2,f16c"))) inline __m256 load8(const Half* x) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  for (; i < n; ++i) y[i].bits = scaled1<kPerElement>(x, g, i);
 }
 
 // row_reduce's sum (common.h) with kDepth D, step for step on the row's fp16 values as loaded.

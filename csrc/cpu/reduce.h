@@ -119,6 +119,21 @@ void tiles(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, Tile
   });
 }
 
+// Any other strides: ``value(b, j, k)`` read element by element, as rows when k is the faster
+// axis (``k_fast``), else as tiles.
+template <typename scalar_t, typename acc_t, typename Value>
+void generic(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool k_fast, bool want_max, const Value& value) {
+  if (k_fast) {
+    rows<scalar_t>(r, J, K, want_max, [&](int64_t b, int64_t j, auto&& run, auto&) {
+      run([&](int64_t k) { return value(b, j, k); });
+    });
+  } else {
+    tiles<scalar_t>(r, J, K, want_max, [&](int64_t b, int64_t j0, int64_t, float*, auto&& run) {
+      run([&](int64_t k, int64_t j) { return value(b, j0 + j, k); }, NoStage());
+    });
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
   const int64_t C = r.C, P = r.P;
@@ -131,20 +146,11 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
   const auto* A = static_cast<const scalar_t*>(a.data);
   const auto* X = static_cast<const scalar_t*>(x.data);
   if (!unit || (has_x && !mid && (t.sa || t.da || t.dm))) {  // any other layout / term set
-    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+    generic<scalar_t>(r, C, P, p_fast, want_max, [&](int64_t b, int64_t c, int64_t p) -> acc_t {
       acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
       if (has_x) v = mid_term(v, t, b * P + p, c) * static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
       return v;
-    };
-    if (p_fast) {
-      rows<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c, auto&& run, auto&) {
-        run([&](int64_t p) { return generic(b, c, p); });
-      });
-    } else {
-      tiles<scalar_t>(r, C, P, want_max, [&](int64_t b, int64_t c0, int64_t, float*, auto&& run) {
-        run([&](int64_t p, int64_t j) { return generic(b, c0 + j, p); }, NoStage());
-      });
-    }
+    });
     return;
   }
   if constexpr (std::is_same_v<scalar_t, Half>) {
@@ -232,7 +238,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
     return v;
   };
   if (!unit) {
-    auto generic = [&](int64_t b, int64_t c, int64_t p) -> acc_t {
+    generic<scalar_t>(r, P, C, c_fast, want_max, [&](int64_t b, int64_t p, int64_t c) -> acc_t {
       acc_t v = static_cast<acc_t>(A[b * a.sb + c * a.sc + p * a.sp]);
       if (ca) {
         v *= ca[b * C + c];
@@ -240,16 +246,7 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
       }
       if (has_x) v *= static_cast<acc_t>(X[b * x.sb + c * x.sc + p * x.sp]);
       return v;
-    };
-    if (c_fast) {
-      rows<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p, auto&& run, auto&) {
-        run([&](int64_t c) { return generic(b, c, p); });
-      });
-    } else {
-      tiles<scalar_t>(r, P, C, want_max, [&](int64_t b, int64_t p0, int64_t, float*, auto&& run) {
-        run([&](int64_t c, int64_t j) { return generic(b, c, p0 + j); }, NoStage());
-      });
-    }
+    });
     return;
   }
   with_flag(ca != nullptr, [&](auto has_ca) {
