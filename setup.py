@@ -66,7 +66,11 @@ def _extension_plan():
 
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3"]  # the C++ standard is left to torch (its headers need C++20 since 2.13)
+    # The C++ standard is left to torch (its headers need C++20 since 2.13). No FMA contraction:
+    # the CPU kernels round every product and sum as written, so that their results do not depend
+    # on the machine; csrc/cpu/fc_gate.cpp's AVX-512 loops would otherwise fuse them (AVX-512F
+    # brings FMA).
+    cxx_flags = ["-O3", "-ffp-contract=off"]
     if torch.backends.openmp.is_available():
         # at::parallel_for is an inline `#pragma omp parallel` in OpenMP builds of torch: without
         # -fopenmp it silently runs on one thread. Compile-only flag: the GOMP symbols resolve

@@ -743,6 +743,36 @@ def test_cpu_fc_gate_matches_autograd(case, dtype):
     assert len(many) == len(one) and all(torch.equal(a, b) for a, b in zip(many, one))
 
 
+def fc_gate_digest() -> str:
+    """sha256 over every fp32 output of the "cpu" provider's fc gate, forward and backward, on
+    FC_GATE_CASES and two ResNet-sized gates (8 x 2048 by 128, CBAM's 2 x 16 x 512 by 32)."""
+    import hashlib
+
+    from attnfused.kernels.extension import CPU
+
+    digest = hashlib.sha256()
+    for case in FC_GATE_CASES + [(8, 1, 2048, 128, "relu", "sigmoid", True, True),
+                                 (16, 2, 512, 32, "relu", "sigmoid", False, False)]:
+        for t in check_fc_gate(CPU, torch.float32, case):
+            digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@_needs_ext
+def test_cpu_fc_gate_avx512_loops_give_the_same_bits():
+    """Where the CPU has AVX-512F the fp32 gate runs csrc/cpu/fc_gate.cpp's 64-byte loops
+    (AF_WIDE): the same sums as the 32-byte loops every x86-64 CPU runs, element for element, so the
+    same bits. ATTNFUSED_CPU_AVX512=0 (read at load, hence a fresh process) keeps the 32-byte loops."""
+    if "avx512f" not in cpu_fields().get("flags", "").split():
+        pytest.skip("no AVX-512F on this CPU: only the 32-byte loops run here")
+    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_extension as t; " \
+           "print(t.fc_gate_digest())"
+    env = dict(os.environ, ATTNFUSED_CPU_AVX512="0")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == fc_gate_digest()
+
+
 @_needs_ext
 @pytest.mark.parametrize("batch", [32, 33], ids=["64-rows-own-kernels", "66-rows-mkl"])
 def test_cpu_fc_gate_hands_many_rows_to_mkl(batch, monkeypatch):
