@@ -429,28 +429,27 @@ inline void row_lanes(const Value& value, int64_t K, typename Vec<acc_t>::V& s_o
   }
 }
 
-template <bool kMax, typename acc_t, typename Value, int kDepth = 4, bool kArg = kMax>
-inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
+// row_reduce's fold of one row's lane vectors into its sum (and max, and its index).
+template <bool kMax, bool kArg, typename acc_t>
+inline void fold_row(typename Vec<acc_t>::V s, typename Vec<acc_t>::V m, typename Vec<acc_t>::I ix, acc_t* sum,
+                     acc_t* mx, int32_t* arg) {
   using T = Vec<acc_t>;
   using V = typename T::V;
   using I = typename T::I;
   constexpr int W = T::W;
-  V s[1], m[1];
-  I ix[1];
-  row_lanes<kMax, acc_t, Value, kDepth, kArg>(value, K, s[0], m[0], ix[0]);
   acc_t total = 0;
 #pragma GCC unroll 8
-  for (int l = 0; l < W; ++l) total += s[0][l];  // scalar adds: cheaper here than shuffles
+  for (int l = 0; l < W; ++l) total += s[l];  // scalar adds: cheaper here than shuffles
   *sum = total;
   if constexpr (kMax && !kArg) {
-    acc_t best = m[0][0];
+    acc_t best = m[0];
 #pragma GCC unroll 8
-    for (int l = 1; l < W; ++l) best = m[0][l] > best ? m[0][l] : best;
+    for (int l = 1; l < W; ++l) best = m[l] > best ? m[l] : best;
     *mx = best;
   } else if constexpr (kMax) {
     // Shuffle tree, branch-free (a scalar fold of (max, index) pairs mispredicts on real data).
-    V mv = m[0];
-    I iv = ix[0];
+    V mv = m;
+    I iv = ix;
 #pragma GCC unroll 4
     for (int width = W / 2; width >= 1; width /= 2) {
       I rot;
@@ -473,29 +472,38 @@ inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int
     *mx = mv[0];
     *arg = static_cast<int32_t>(iv[0]);
   }
-  if constexpr (kMax) {
-    if (total != total) {  // a NaN sum: is there a NaN input? (see above)
-      for (int64_t j = 0; j < K; ++j) {
-        const acc_t v = value(j);
-        if (v != v) {
-          *mx = v;
-          if constexpr (kArg) *arg = static_cast<int32_t>(j);
-          return;
-        }
-      }
+}
+
+// The max's NaN rule (see above) once a row's sum is known: a NaN sum sends the row to a scan for
+// its first NaN input.
+template <bool kArg, typename acc_t, typename Value>
+inline void nan_rescan(const Value& value, int64_t K, acc_t sum, acc_t* mx, int32_t* arg) {
+  if (sum == sum) return;
+  for (int64_t j = 0; j < K; ++j) {
+    const acc_t v = value(j);
+    if (v != v) {
+      *mx = v;
+      if constexpr (kArg) *arg = static_cast<int32_t>(j);
+      return;
     }
   }
 }
 
-// row_reduce's sum fold for eight rows' lane sums s[0..7] (float, 8 lanes): lane r of the result
-// is 0 + s[r][0] + s[r][1] + ... + s[r][7], added in that order as row_reduce adds, so the same
-// bits. The lanes are transposed first (8 x 8, unpack / shuffle / lane-swap pattern), so the fold
-// is 8 vector adds for 8 rows instead of 8 dependent scalar adds a row (through the stack), and the
-// division and the store are one vector each (reduce.h, rows: with its row loop rid of per-row
-// flag branches, 15% off fp32 NCHW pool_hw at 8 x 2048 x 7^2).
-inline Vec<float>::V fold_rows8(const Vec<float>::V (&s)[8]) {
-  using V = Vec<float>::V;
+template <bool kMax, typename acc_t, typename Value, int kDepth = 4, bool kArg = kMax>
+inline void row_reduce(const Value& value, int64_t K, acc_t* sum, acc_t* mx, int32_t* arg) {
+  typename Vec<acc_t>::V s, m;
+  typename Vec<acc_t>::I ix;
+  row_lanes<kMax, acc_t, Value, kDepth, kArg>(value, K, s, m, ix);
+  fold_row<kMax, kArg, acc_t>(s, m, ix, sum, mx, arg);
+  if constexpr (kMax) nan_rescan<kArg>(value, K, *sum, mx, arg);
+}
+
+// c[l] = lane l of the eight 8-lane vectors s[0..7] (an 8 x 8 transpose: unpack, pair and half
+// shuffles), for row_reduce's folds done eight rows at a time, one row per lane.
+template <typename V>
+inline void transpose8(const V (&s)[8], V (&c)[8]) {
   using I = Vec<float>::I;
+  static_assert(sizeof(V) == sizeof(I), "8 lanes of 4 bytes");
   const auto lo = [](V a, V b) { return __builtin_shuffle(a, b, I{0, 8, 1, 9, 4, 12, 5, 13}); };
   const auto hi = [](V a, V b) { return __builtin_shuffle(a, b, I{2, 10, 3, 11, 6, 14, 7, 15}); };
   const auto pair_lo = [](V a, V b) { return __builtin_shuffle(a, b, I{0, 1, 8, 9, 4, 5, 12, 13}); };
@@ -507,16 +515,50 @@ inline Vec<float>::V fold_rows8(const Vec<float>::V (&s)[8]) {
   // u_l: lane l (low half) and lane l + 4 (high half) of rows 0-3 (u0-u3) or 4-7 (u4-u7)
   const V u0 = pair_lo(t0, t2), u1 = pair_hi(t0, t2), u2 = pair_lo(t1, t3), u3 = pair_hi(t1, t3);
   const V u4 = pair_lo(t4, t6), u5 = pair_hi(t4, t6), u6 = pair_lo(t5, t7), u7 = pair_hi(t5, t7);
-  V total = V{};
-  total += half_lo(u0, u4);  // lane 0 of the eight rows
-  total += half_lo(u1, u5);
-  total += half_lo(u2, u6);
-  total += half_lo(u3, u7);
-  total += half_hi(u0, u4);  // lane 4
-  total += half_hi(u1, u5);
-  total += half_hi(u2, u6);
-  total += half_hi(u3, u7);
-  return total;
+  c[0] = half_lo(u0, u4);
+  c[1] = half_lo(u1, u5);
+  c[2] = half_lo(u2, u6);
+  c[3] = half_lo(u3, u7);
+  c[4] = half_hi(u0, u4);
+  c[5] = half_hi(u1, u5);
+  c[6] = half_hi(u2, u6);
+  c[7] = half_hi(u3, u7);
+}
+
+// fold_row for eight rows at once (float), one row per lane, with fold_row's results bit for bit:
+// the sums add 0, lane 0, lane 1, ..., lane 7 in that order, as fold_row does; the max without its
+// index merges the lanes in fold_row's order too; with its index, the merge takes the largest value
+// and, among equal ones, the smallest index, which is one element whatever the order of the merges
+// (fold_row's tree included; rows with a NaN or an infinite input, whose lanes may hold NaNs, are
+// left to fold_row and nan_rescan: reduce.h, rows). 8 vector operations per step for 8 rows instead
+// of 8 dependent scalar adds (through the stack) and a shuffle tree per row; the divisions and
+// stores become vectors too (reduce.h, rows: with its row loop rid of per-row flag branches, 15%
+// off fp32 NCHW pool_hw at 8 x 2048 x 7^2).
+template <bool kMax, bool kArg>
+inline void fold_rows8(const Vec<float>::V (&s)[8], const Vec<float>::V (&m)[8], const Vec<float>::I (&ix)[8],
+                       Vec<float>::V& sum, Vec<float>::V& mx, Vec<float>::I& arg) {
+  using V = Vec<float>::V;
+  using I = Vec<float>::I;
+  V c[8];
+  transpose8(s, c);
+  sum = V{};
+  for (int l = 0; l < 8; ++l) sum += c[l];
+  if constexpr (kMax) {
+    transpose8(m, c);
+    mx = c[0];
+    if constexpr (kArg) {
+      I ic[8];
+      transpose8(ix, ic);
+      arg = ic[0];
+      for (int l = 1; l < 8; ++l) {
+        const auto take = (c[l] > mx) | ((c[l] == mx) & (ic[l] < arg));
+        mx = take ? c[l] : mx;
+        arg = take ? ic[l] : arg;
+      }
+    } else {
+      for (int l = 1; l < 8; ++l) mx = c[l] > mx ? c[l] : mx;
+    }
+  }
 }
 
 // The tile reductions' outputs before the first row: sums 0, maxima -inf, indices 0.
