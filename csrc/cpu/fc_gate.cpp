@@ -20,6 +20,7 @@
 //     vector register tiles, k inner, each task writing whole rows of the gradient;
 //   - stream_rows, out[i][j] = sum_k A[i][k] B[k][j] (dr, ds: B a weight, read along its rows):
 //     blocks of out summed in a contiguous buffer in L1 while B's rows stream by.
+// In fp32 on CPUs with AVX-512F each runs in 64-byte vectors (AF_WIDE below), with the same sums.
 // Every sum has a fixed order written in the C++ (no reassociation, no FMA clone: common.h), so a
 // result does not depend on the thread count, the tile an output falls in, or the machine
 // (tests/test_extension.py compares one thread with several, bit for bit). On many rows MKL's
@@ -157,8 +158,8 @@ AF_VEC void dot_rows_cols(int64_t jt0, int64_t jt1, int64_t M, int64_t N, int64_
 // 0.176-0.183 (benchmarks/results/cpu-2026-12-03-zen5-fc-avx512/). dot_rows_wide's tiles also end
 // in four vector stores where dot_rows_cols' 4 x 2 tiles store single sums: a C++ copy of the
 // latter spent ~1.3 ns an output outside the products (21 us for z's 8 x 2048 sums at K = 16, one
-// thread), which z's short sums (K = R) felt most. ATTNFUSED_CPU_AVX512=0 (read once, at load) keeps the AF_VEC
-// loops: how the tests compare the two.
+// thread), which z's short sums (K = R) felt most. ATTNFUSED_CPU_AVX512=0 (read once, at load)
+// keeps the AF_VEC loops: how the tests compare the two.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define AF_WIDE __attribute__((target("avx512f"), flatten))
 #define AF_WIDE_INLINE __attribute__((target("avx512f"), always_inline)) inline  // (lambdas drop the target)
@@ -363,7 +364,8 @@ void outer_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B,
 #if defined(AF_WIDE)
   if constexpr (std::is_same_v<acc_t, float>) {
     if (kWide) {
-      over_blocks<kIB, kJC>(M, N, K, [&](int64_t t0, int64_t t1) { outer_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
+      over_blocks<kIB, kJC>(M, N, K,
+                             [&](int64_t t0, int64_t t1) { outer_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
       return;
     }
   }
@@ -447,7 +449,8 @@ void stream_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B
 #if defined(AF_WIDE)
   if constexpr (std::is_same_v<acc_t, float>) {
     if (kWide) {
-      over_blocks<kSI, kSJ>(M, N, K, [&](int64_t t0, int64_t t1) { stream_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
+      over_blocks<kSI, kSJ>(M, N, K,
+                             [&](int64_t t0, int64_t t1) { stream_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
       return;
     }
   }
