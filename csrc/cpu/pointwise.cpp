@@ -1,16 +1,16 @@
 // CPU scale (forward y) and grad_input (backward dx): one read of ``a`` and one write of ``out``,
-// walked in ``out``'s memory order (for_rows: one AVX2/baseline clone per task loop); per-row small
-// terms are hoisted out of the inner loop. Rows go in increasing address order. Walking each
-// thread's rows backwards, so that the rows the block's first pass read last (still in L2) come
-// first, gained 5-8% on the Intel dev VM at 56^2 / 28^2 but cost up to 2.5x on the AMD EPYC (Zen 3)
-// one (SE avg forward at 8 x 512 x 28 x 28: 2.86 ms backwards, 1.15 forwards; its prefetchers did
-// not follow the descending rows), and was dropped. Large outputs go out through streaming stores
-// (store_row, common.h): no read of the lines they overwrite. The bound (kStreamBytes, 8 MiB) is
-// a compromise. On the AMD EPYC Zen 5 VM (32 MB L3; same process, plain stores at every size
-// against the bound) pool + scale at 8 x 512 x 28^2 (12 MiB out) took 0.25 ms plain, 0.37
-// streamed (x and y fit the L3), at 8 x 256 x 56^2 (24.5 MiB) 0.94 plain, 0.85 streamed; but SE
-// avg forward + backward at 8 x 512 x 28^2 took 0.93 ms plain, 0.75 streamed (x, y, dy and dx do
-// not fit). A bound from the L3's size would only suit one of the two.
+// walked in ``out``'s memory order (for_rows_of, common.h: one clone per task loop, AVX-512 ones
+// for bf16); per-row small terms are hoisted out of the inner loop. Rows go in increasing address
+// order. Walking each thread's rows backwards, so that the rows the block's first pass read last
+// (still in L2) come first, gained 5-8% on the Intel dev VM at 56^2 / 28^2 but cost up to 2.5x on
+// the AMD EPYC (Zen 3) one (SE avg forward at 8 x 512 x 28 x 28: 2.86 ms backwards, 1.15 forwards;
+// its prefetchers did not follow the descending rows), and was dropped. Large outputs go out
+// through streaming stores (store_row, common.h): no read of the lines they overwrite. The bound
+// (kStreamBytes, 8 MiB) is a compromise. On the AMD EPYC Zen 5 VM (32 MB L3; same process, plain
+// stores at every size against the bound) pool + scale at 8 x 512 x 28^2 (12 MiB out) took 0.25 ms
+// plain, 0.37 streamed (x and y fit the L3), at 8 x 256 x 56^2 (24.5 MiB) 0.94 plain, 0.85
+// streamed; but SE avg forward + backward at 8 x 512 x 28^2 took 0.93 ms plain, 0.75 streamed (x,
+// y, dy and dx do not fit). A bound from the L3's size would only suit one of the two.
 #include "../entry.h"
 #include "common.h"
 
@@ -34,7 +34,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   if (w.oc < w.op) {  // rows of C per (b, p): the spatial terms are per row, the channel ones per element
     at::parallel_for(0, w.B * P, grain_for(C), [&](int64_t begin, int64_t end) {
       RowIO<scalar_t> io(C, 1);
-      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
+      for_rows_of<scalar_t>(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const auto* ra = io.in(in + b * a.sb + p * a.sp, C, 0);
         scalar_t* ro = out + b * w.ob + p * w.op;
         const acc_t sa = kMid ? t.sa[i] : acc_t(1), da = kMid ? t.da[i] : acc_t(0), dm = kMid ? t.dm[i] : acc_t(0);
@@ -61,7 +61,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   }
   at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
     RowIO<scalar_t> io(P, 1);
-    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
+    for_rows_of<scalar_t>(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const auto* ra = io.in(in + b * a.sb + c * a.sc, P, 0);
       scalar_t* ro = out + b * w.ob + c * w.oc;
       const acc_t g = kCa ? t.ca[i] : acc_t(1), d = kAvg ? t.davg[i] : acc_t(0);
@@ -173,7 +173,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   if (w.oc < w.op) {  // channels fastest in the output: rows of C per (b, p)
     at::parallel_for(0, B * P, grain_for(C), [&](int64_t begin, int64_t end) {
       RowIO<scalar_t> io(C, 2);
-      for_rows(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
+      for_rows_of<scalar_t>(begin, end, P, [&](int64_t i, int64_t b, int64_t p) {
         const scalar_t* ra = in + b * a.sb + p * a.sp;
         scalar_t* ro = out + b * w.ob + p * w.op;
         if (a.sc == 1 && w.oc == 1 && ca_only) {
@@ -204,7 +204,7 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
   }
   at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
     RowIO<scalar_t> io(P, 2);
-    for_rows(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
+    for_rows_of<scalar_t>(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
       if (a.sp == 1 && w.op == 1 && ca_only) {
