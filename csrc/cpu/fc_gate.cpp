@@ -337,19 +337,6 @@ inline void outer_rows_body(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_
   }
 }
 
-template <typename acc_t>
-AF_VEC void outer_rows_blocks(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const acc_t* A,
-                              const acc_t* B, acc_t* out) {
-  outer_rows_body<acc_t, 32>(t0, t1, M, N, K, A, B, out);
-}
-
-#if defined(AF_WIDE)
-AF_WIDE void outer_rows_blocks_wide(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const float* A,
-                                    const float* B, float* out) {
-  outer_rows_body<float, 64>(t0, t1, M, N, K, A, B, out);
-}
-#endif
-
 // Runs ``blocks(t0, t1)`` on the threads over the kRows x kCols blocks of an [M, N] output summed
 // over K (each blocked product decodes its task indices itself).
 template <int64_t kRows, int64_t kCols, typename Blocks>
@@ -357,20 +344,6 @@ void over_blocks(int64_t M, int64_t N, int64_t K, const Blocks& blocks) {
   if (M == 0 || N == 0) return;
   const int64_t tasks = (M + kRows - 1) / kRows * ((N + kCols - 1) / kCols);
   at::parallel_for(0, tasks, grain_for_macs(kRows * kCols * K), blocks);
-}
-
-template <typename acc_t>
-void outer_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
-#if defined(AF_WIDE)
-  if constexpr (std::is_same_v<acc_t, float>) {
-    if (kWide) {
-      over_blocks<kIB, kJC>(M, N, K,
-                             [&](int64_t t0, int64_t t1) { outer_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
-      return;
-    }
-  }
-#endif
-  over_blocks<kIB, kJC>(M, N, K, [&](int64_t t0, int64_t t1) { outer_rows_blocks(t0, t1, M, N, K, A, B, out); });
 }
 
 // out[i][j] = sum_k A[i][k] B[k][j] for the input-side products (dr = dz W2, ds = dh W1): few rows
@@ -431,31 +404,56 @@ inline void stream_rows_body(int64_t t0, int64_t t1, int64_t M, int64_t N, int64
   }
 }
 
-template <typename acc_t>
-AF_VEC void stream_rows_blocks(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const acc_t* A,
-                               const acc_t* B, acc_t* out) {
-  stream_rows_body<acc_t, 32>(t0, t1, M, N, K, A, B, out);
+// The two blocked products by name, so that one pair of clone wrappers and one dispatch serve both.
+enum class Blocked { kOuter, kStream };
+
+template <Blocked P, typename acc_t, int VB>
+inline void blocked_body(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B,
+                         acc_t* out) {
+  if constexpr (P == Blocked::kOuter) {
+    outer_rows_body<acc_t, VB>(t0, t1, M, N, K, A, B, out);
+  } else {
+    stream_rows_body<acc_t, VB>(t0, t1, M, N, K, A, B, out);
+  }
+}
+
+template <Blocked P, typename acc_t>
+AF_VEC void blocked_tasks(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B,
+                          acc_t* out) {
+  blocked_body<P, acc_t, 32>(t0, t1, M, N, K, A, B, out);
 }
 
 #if defined(AF_WIDE)
-AF_WIDE void stream_rows_blocks_wide(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const float* A,
-                                     const float* B, float* out) {
-  stream_rows_body<float, 64>(t0, t1, M, N, K, A, B, out);
+template <Blocked P>
+AF_WIDE void blocked_tasks_wide(int64_t t0, int64_t t1, int64_t M, int64_t N, int64_t K, const float* A,
+                                const float* B, float* out) {
+  blocked_body<P, float, 64>(t0, t1, M, N, K, A, B, out);
 }
 #endif
 
-template <typename acc_t>
-void stream_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
+// Runs product P over the threads, in 64-byte vectors where kWide (float only).
+template <Blocked P, int64_t kRows, int64_t kCols, typename acc_t>
+void blocked(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
 #if defined(AF_WIDE)
   if constexpr (std::is_same_v<acc_t, float>) {
     if (kWide) {
-      over_blocks<kSI, kSJ>(M, N, K,
-                             [&](int64_t t0, int64_t t1) { stream_rows_blocks_wide(t0, t1, M, N, K, A, B, out); });
+      over_blocks<kRows, kCols>(
+          M, N, K, [&](int64_t t0, int64_t t1) { blocked_tasks_wide<P>(t0, t1, M, N, K, A, B, out); });
       return;
     }
   }
 #endif
-  over_blocks<kSI, kSJ>(M, N, K, [&](int64_t t0, int64_t t1) { stream_rows_blocks(t0, t1, M, N, K, A, B, out); });
+  over_blocks<kRows, kCols>(M, N, K, [&](int64_t t0, int64_t t1) { blocked_tasks<P>(t0, t1, M, N, K, A, B, out); });
+}
+
+template <typename acc_t>
+void outer_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
+  blocked<Blocked::kOuter, kIB, kJC>(M, N, K, A, B, out);
+}
+
+template <typename acc_t>
+void stream_rows(int64_t M, int64_t N, int64_t K, const acc_t* A, const acc_t* B, acc_t* out) {
+  blocked<Blocked::kStream, kSI, kSJ>(M, N, K, A, B, out);
 }
 
 // act(h): relu (entry.h), or silu = h sigmoid(h) with ``sig`` = sigmoid(h).
