@@ -128,9 +128,15 @@ inline int64_t grain_for(int64_t elems_per_item) {
 // 0.28 / 0.14, 0.14 / 0.10-0.11.
 // Elementwise, so the same bits. As AF_VEC's clone set it gained nothing measurable elsewhere
 // (fp32 scale, pools, dots) and cost 70% more build time.
+// (GCC 12's target_clones takes the x86-64-v4 level, not single AVX-512 feature names; older GCCs
+// keep the two clones.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define AF_VEC __attribute__((target_clones("avx2", "default"), flatten))
+#if __GNUC__ >= 12
 #define AF_VEC4 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), flatten))
+#else
+#define AF_VEC4 AF_VEC
+#endif
 #else
 #define AF_VEC
 #define AF_VEC4
