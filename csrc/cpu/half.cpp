@@ -187,7 +187,7 @@ bool half_sums_direct() {
 
 float half_row_sum(const Half* x, int64_t n) {
 #if defined(AF_HAVE_F16C_PATH)
-  if (kF16C) return n < 64 ? sum_f16c<1>(x, n) : n < 128 ? sum_f16c<2>(x, n) : sum_f16c<4>(x, n);
+  if (kF16C) return by_depth<4>(n, [&](auto depth) { return sum_f16c<decltype(depth)::value>(x, n); });
 #endif
   (void)x;
   (void)n;

@@ -54,19 +54,6 @@ void with_modes(const ReduceArgs<acc_t>& r, bool want_max, F&& f) {
   }
 }
 
-// kDepth by row length (common.h, row_reduce); fp32 pool_hw with max, 8 x C x P, 2 threads: P = 16
-// 0.171 -> 0.116 ms, P = 49 0.215 -> 0.181, P = 100 0.135 -> 0.128.
-template <int kLongDepth, typename F>
-void by_depth(int64_t K, F&& f) {
-  if (K < 64) {
-    f(std::integral_constant<int, 1>{});
-  } else if (K < 128) {
-    f(std::integral_constant<int, 2>{});
-  } else {
-    f(std::integral_constant<int, kLongDepth>{});
-  }
-}
-
 // Rows: reduce ``value(b, j, k)`` over k for each (b, j) in [0, B) x [0, J).
 // kLongArgDepth: row_reduce's depth on rows of 128+ with the argmax. At 4 (12 accumulator vectors
 // of AVX2's 16 registers) a value of two loads (x * ca, pool_c on channels_last) made GCC keep
