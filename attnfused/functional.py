@@ -34,6 +34,13 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
     if spec.gate == "conv":
         check_weight("w1", w1, (1, 1, None), x)
         check_odd_kernel("w1", w1.shape[-1])
+        pad = (w1.shape[-1] - 1) // 2
+        if spec.conv_padding == "circular" and pad > c:
+            # torch's circular padding (timm's CecaModule pads with it) wraps around once at most
+            raise ValueError(
+                f"w1: a circular 1-D conv of kernel {w1.shape[-1]} pads {pad} channels on each side, more "
+                f"than the C={c} channels it wraps around; use a kernel of at most {2 * c + 1} or zero padding"
+            )
         for name, t in (("b1", b1), ("w2", w2), ("b2", b2)):
             if t is not None:
                 raise ValueError(f"{name} must be None for the 'conv' gate (it has a single 1-D kernel, no bias)")

@@ -10,6 +10,7 @@ import torch
 
 import attnfused
 from attnfused import functional as AF
+from attnfused.spec import ChannelSpec
 from helpers import DEVICE, FUSED, TOL
 
 # -- constructor arguments ---------------------------------------------------------------------
@@ -94,6 +95,8 @@ def test_bad_inputs(backend):
             AF.channel_gate(x, w1, w2, gate="mlp")
         with pytest.raises(ValueError, match="odd"):
             AF.eca(x, torch.randn(1, 1, 4, device=DEVICE))
+        with pytest.raises(ValueError, match="circular 1-D conv of kernel 7 pads 3 channels"):
+            AF.attention(x[:, :2], ChannelSpec(gate="conv", conv_padding="circular"), torch.randn(1, 1, 7, device=DEVICE))
         with pytest.raises(ValueError, match="w2 must be None"):
             AF.channel_attention(x, torch.randn(1, 1, 3, device=DEVICE), w2, "conv")
         with pytest.raises(ValueError, match="spatial_weight"):

@@ -77,6 +77,8 @@ FAMILY = {
     "linear_hsig": lambda c: dict(channel=ChannelSpec(gate="linear", gate_fn="hard_sigmoid"),
                                   w1=_r(c, c, 1, 1, scale=2), b1=_r(c, seed=2)),
     "ceca": lambda c: dict(channel=ChannelSpec(gate="conv", conv_padding="circular"), w1=_r(1, 1, 3, scale=2)),
+    # the widest circular kernel torch's padding takes: 2C + 1, each side wrapping all C channels
+    "ceca_wrap": lambda c: dict(channel=ChannelSpec(gate="conv", conv_padding="circular"), w1=_r(1, 1, 2 * c + 1)),
     "spatial": lambda c: dict(spatial=SpatialSpec(), sw=_r(1, 2, 3, 3, seed=5)),
     "cbam_fc": lambda c: dict(channel=ChannelSpec(pool="avgmax"), w1=_r(2, c, scale=2), w2=_r(c, 2, seed=1, scale=2),
                               spatial=SpatialSpec(), sw=_r(1, 2, 3, 3, seed=5)),
