@@ -49,6 +49,7 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
     hidden = w1.shape[0]
     if w1.numel() != hidden * c or w1.dim() < 2:
         raise ValueError(f"w1 must view as [hidden, {c}] (x has C={c}), got {tuple(w1.shape)}")
+    _check_hidden(w1)
     if spec.gate == "linear":
         if hidden != c:
             raise ValueError(f"w1 must be [{c}, {c}] for the 'linear' gate, got {tuple(w1.shape)}")
@@ -62,6 +63,12 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
             check_weight("b2", b2, (c,), x)
     if b1 is not None:
         check_weight("b1", b1, (hidden,), x)
+
+
+def _check_hidden(w1: Tensor) -> None:
+    """An "fc" / "linear" gate's ``w1`` ``[hidden, ...]`` needs a row: the kernels take hidden >= 1."""
+    if w1.shape[0] == 0:
+        raise ValueError(f"w1 must have at least one row (a hidden width >= 1), got {tuple(w1.shape)}")
 
 
 def _check_spatial(x: Tensor, spec: SpatialSpec, sw, sb, bn_weight, bn_bias, bn_mean, bn_var) -> None:
@@ -141,6 +148,7 @@ def _check_source_gate(x: Tensor, w1: Tensor, w2: Optional[Tensor], spec: Channe
     check_x(x)
     if spec.gate == "fc":
         check_weight("w1", w1, (None, x.shape[1]), x)
+        _check_hidden(w1)
         check_weight("w2", w2, (x.shape[1], w1.shape[0]), x)
     else:
         _check_channel(x, spec, w1, None, w2, None)

@@ -87,6 +87,10 @@ def test_bad_inputs(backend):
             AF.se(torch.randn(2, 6, 4, 4, device=DEVICE), w1, w2)
         with pytest.raises(ValueError, match="w2"):
             AF.se(x, w1, w2[:, :3])
+        with pytest.raises(ValueError, match="w1 must have at least one row"):
+            AF.se(x, w1[:0], w2[:, :0])
+        with pytest.raises(ValueError, match="w1 must have at least one row"):
+            AF.attention(x, ChannelSpec(), w1[:0], None, w2[:, :0])
         with pytest.raises(TypeError, match="w1"):
             AF.se(x, w1.to(torch.int64), w2)
         with pytest.raises(ValueError, match="pool"):
