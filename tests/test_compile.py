@@ -31,6 +31,29 @@ def test_compile_fullgraph_forward_backward(block, provider):
         assert_close(p.grad, g_ref[n], torch.float32, n)
 
 
+def test_compile_dynamic_shapes(provider):
+    """dynamic=True: one graph takes batches and maps of other sizes (the ops' fake kernels give
+    symbolic shapes), with outputs and gradients as the reference's."""
+    torch._dynamo.reset()
+    m = make_block("cbam_fc", 6, torch.float32)
+    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with attnfused.use_backend(provider):
+        for shape in ((2, 6, 5, 7), (3, 6, 4, 9)):
+            x = make_input(shape, torch.float32, "nchw")
+            dy = make_input(shape, torch.float32, "nchw", seed=2)
+            y_ref, dx_ref, g_ref = run_fwd_bwd(m, x, "reference", dy)
+            m.zero_grad()
+            xc = x.detach().clone().requires_grad_(True)
+            y = compiled(xc)
+            y.backward(dy)
+            assert_close(y.detach(), y_ref, torch.float32, "y")
+            assert_close(xc.grad, dx_ref, torch.float32, "dx")
+            for n, p in m.named_parameters():
+                assert_close(p.grad, g_ref[n], torch.float32, n)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs + 1  # no recompile
+
+
 def test_compiled_graph_calls_the_fused_op(provider):
     """The traced forward holds attnfused::attention and no eager pooling."""
     torch._dynamo.reset()
