@@ -106,3 +106,18 @@ def test_compile_family_member_with_batchnorm_in_training(provider):
         assert_close(pc.grad, pe.grad, torch.float32, n)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(fused.bn, name), getattr(eager.bn, name), msg=name)
+
+
+def test_torch_export_with_dynamic_shapes(provider):
+    """torch.export: the block exports as the one custom op, with batch and map sizes symbolic, and
+    the exported program runs other sizes as the module does."""
+    m = make_block("cbam_fc", 6, torch.float32).eval()
+    x = make_input((2, 6, 5, 7), torch.float32, "nchw")
+    dims = {0: torch.export.Dim("b"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+    with attnfused.use_backend(provider):
+        program = torch.export.export(m, (x,), dynamic_shapes=(dims,))
+        ops = [n.target for n in program.graph.nodes if n.op == "call_function"]
+        assert torch.ops.attnfused.attention.default in ops
+        for shape in ((2, 6, 5, 7), (3, 6, 4, 9)):
+            x = make_input(shape, torch.float32, "nchw")
+            assert_close(program.module()(x), m(x), torch.float32, f"y at {shape}")
