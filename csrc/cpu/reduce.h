@@ -90,10 +90,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
               using Value = std::decay_t<decltype(value)>;
               row_lanes<kMax, float, Value, decltype(depth)::value, kArg>(value, K, ls[n], lm[n], li[n]);
               if constexpr (kMax) {
-                const V d = ls[n] - ls[n];  // 0 where finite, NaN where not
-                bool finite = true;
-                for (int l = 0; l < 8; ++l) finite &= d[l] == 0;
-                if (!finite) {
+                if (!lanes_finite(ls[n])) {
                   for (int q = 0; q < n; ++q) fold_one(q, i - n + q);
                   float s, m;
                   int32_t arg;
