@@ -145,21 +145,38 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
   });
 }
 
-// y = x * g[i] over unit-stride rows i = (b, c) of P (NCHW scale): the row loop with every
-// argument a local copied into the row body (captured by value), so that nothing is reloaded
-// per row. In pointwise_impl's shared loop the row body reloaded ~15 captured values and flags
-// from memory and tested the term flags again on every row. One thread, 8 x C x H x W, 25th
-// percentile of 400 calls, old / new in alternating processes (3 each, Zen 5 VM), same bits: fp32
-// 2048 x 7^2 0.087-0.089 / 0.070-0.073 ms, fp16 0.104-0.107 / 0.076-0.080; 14^2 and 28^2 and
-// bf16 within the noise. backward_rows' row bodies capture by value for the same reason: CBAM's
-// dx (every term) at 7^2 fp32 0.226-0.229 / 0.204-0.214 ms, bf16 0.243-0.249 / 0.213-0.219.
-template <typename scalar_t, typename acc_t>
-void scale_rows(const scalar_t* in, int64_t sb, int64_t sc, scalar_t* out, int64_t ob, int64_t oc, const acc_t* g,
-                int64_t rows, int64_t C, int64_t P, bool stream) {
+// The forward's scale over unit-stride rows i = (b, c) of P (NCHW): y = x * ca[i] (SE, ECA) or,
+// kSa, y = x * ca[i] * sa[b, p] (CBAM), with kRound x * ca rounded to the input dtype first (as
+// eager materialises it for half types). Its own row loop with every argument a local copied into
+// the row body (captured by value), so that nothing is reloaded per row: in pointwise_impl's shared
+// loop the row body reloaded ~15 captured values and flags from memory and tested the term flags
+// again on every row. One thread, 8 x C x H x W, 25th percentile of 400 calls, old / new in
+// alternating processes (3 each, Zen 5 VM), same bits: x * ca fp32 2048 x 7^2 0.087-0.089 /
+// 0.070-0.073 ms, fp16 0.104-0.107 / 0.076-0.080; 14^2 and 28^2 and bf16 within the noise;
+// x * ca * sa fp32 at 7^2 0.12-0.18 / 0.077-0.079 ms (4 processes each), bf16 and fp16 no slower.
+// backward_rows' row bodies capture by value for the same reason: CBAM's dx (every term) at 7^2
+// fp32 0.226-0.229 / 0.204-0.214 ms, bf16 0.243-0.249 / 0.213-0.219.
+template <typename scalar_t, typename acc_t, bool kSa, bool kRound>
+void scale_rows(const scalar_t* in, int64_t sb, int64_t sc, scalar_t* out, int64_t ob, int64_t oc, const acc_t* ca,
+                const acc_t* sa, int64_t rows, int64_t C, int64_t P, bool stream) {
   at::parallel_for(0, rows, grain_for(P), [=](int64_t begin, int64_t end) {
-    RowIO<scalar_t> io(P, 1);
+    RowIO<scalar_t> io(P, 2);
     for_rows_of<scalar_t>(begin, end, C, [=, &io](int64_t i, int64_t b, int64_t c) {
-      io.scale_row(in + b * sb + c * sc, g[i], out + b * ob + c * oc, P, stream);
+      const scalar_t* ra = in + b * sb + c * sc;
+      scalar_t* ro = out + b * ob + c * oc;
+      const acc_t g = ca[i];
+      if constexpr (!kSa) {
+        io.scale_row(ra, g, ro, P, stream);
+      } else {
+        const acc_t* rsa = sa + b * P;
+        const auto* rf = io.in(ra, P, 0);
+        if constexpr (kRound) {
+          const auto x1 = io.rounded(P, 1, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g; });
+          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(x1[p]) * rsa[p]; });
+        } else {
+          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g * rsa[p]; });
+        }
+      }
     });
     store_fence();
   });
@@ -222,26 +239,22 @@ void pointwise_impl(const PointwiseArgs<acc_t>& w) {
     });
     return;
   }
-  if (a.sp == 1 && w.op == 1 && ca_only) {  // SE's and ECA's y = x * ca[b, c], rows of P
-    scale_rows(in, a.sb, a.sc, out, w.ob, w.oc, t.ca, B * C, C, P, stream);
+  if (a.sp == 1 && w.op == 1 && ca_only) {  // rows of P: SE's and ECA's y = x * ca[b, c]
+    scale_rows<scalar_t, acc_t, false, false>(in, a.sb, a.sc, out, w.ob, w.oc, t.ca, nullptr, B * C, C, P, stream);
+    return;
+  }
+  if (a.sp == 1 && w.op == 1 && ca_sa) {  // CBAM's y = x * ca[b, c] * sa[b, p]
+    with_flag(w.round_x1, [&](auto round) {
+      scale_rows<scalar_t, acc_t, true, decltype(round)::value>(in, a.sb, a.sc, out, w.ob, w.oc, t.ca, t.sa, B * C, C,
+                                                                 P, stream);
+    });
     return;
   }
   at::parallel_for(0, B * C, grain_for(P), [&](int64_t begin, int64_t end) {  // rows of P per (b, c)
-    RowIO<scalar_t> io(P, 2);
     for_rows_of<scalar_t>(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
       const scalar_t* ra = in + b * a.sb + c * a.sc;
       scalar_t* ro = out + b * w.ob + c * w.oc;
-      if (a.sp == 1 && w.op == 1 && ca_sa) {
-        const acc_t g = t.ca[i];
-        const acc_t* rsa = t.sa + b * P;
-        const auto* rf = io.in(ra, P, 0);
-        if (w.round_x1) {
-          const auto x1 = io.rounded(P, 1, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g; });
-          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(x1[p]) * rsa[p]; });
-        } else {
-          io.out(ro, P, stream, [&](int64_t p) { return static_cast<acc_t>(rf[p]) * g * rsa[p]; });
-        }
-      } else if (a.sp == 1 && w.op == 1) {
+      if (a.sp == 1 && w.op == 1) {
         for (int64_t p = 0; p < P; ++p)
           ro[p] = static_cast<scalar_t>(pointwise_value(static_cast<acc_t>(ra[p]), t, w.ca_first, w.round_x1, i,
                                                         b * P + p, c, p, round));
