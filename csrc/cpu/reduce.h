@@ -139,7 +139,9 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
 // row_lanes' lanes at depth 1 (by_depth's for K < 64: full vectors, then the last W elements with
 // those already summed masked out), folded by fold_rows8 (the last rows by fold_row): the same
 // bits as rows(). rows() on these took ~45% longer than a plain sum over x: its row callbacks
-// reloaded their captured values and the batch counter from memory on every row.
+// reloaded their captured values and the batch counter from memory on every row. The lane loop is
+// written out here, not called through row_lanes, so that the eight rows' chains sit side by side:
+// row_lanes row after row gave the same bits but ran 8 x 512 x 5^2 in 0.010 ms against 0.007.
 AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
                            float divisor, float* out) {
   using V = Vec<float>::V;
