@@ -196,7 +196,7 @@ def test_provider_for_another_device_is_refused():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
 def test_auto_on_cpu_runs_the_cpu_provider(dtype):
     """Every dtype, fp16 included: its rows go through F16C's conversions (csrc/cpu/half.cpp), and
-    the provider is faster than eager there too (README, "fp16 on CPU")."""
+    the provider is faster than eager there too (benchmarks/results/README.md, "fp16 on CPU")."""
     w1, w2 = _se_weights(dtype=dtype, device="cpu")
     x = torch.randn(2, 8, 4, 4, dtype=dtype, requires_grad=True)
     y = AF.se(x, w1, w2)
