@@ -135,31 +135,60 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
 }
 
 // The sums of fp32 rows [begin, end) of K elements, 8 <= K < 64 (7x7 maps), row i = (b, j) at
-// A + b * sb + j * sj, divided by ``divisor`` into out[i]: eight rows at a time in one loop, with
-// row_lanes' lanes at depth 1 (by_depth's for K < 64: full vectors, then the last W elements with
-// those already summed masked out), folded by fold_rows8 (the last rows by fold_row): the same
+// A + b * sb + j * sj, divided by ``divisor`` into out_sum[i], with kMax their maxima into
+// out_max[i] (with kArg the first index of each into out_arg[i]): eight rows at a time in one loop,
+// with row_lanes' lanes at depth 1 (by_depth's for K < 64: full vectors, then the last W elements
+// with those already summed masked out), folded by fold_rows8 (the last rows by fold_row): the same
 // bits as rows(). rows() on these took ~45% longer than a plain sum over x: its row callbacks
 // reloaded their captured values and the batch counter from memory on every row. The lane loop is
 // written out here, not called through row_lanes, so that the eight rows' chains sit side by side:
 // row_lanes row after row gave the same bits but ran 8 x 512 x 5^2 in 0.010 ms against 0.007.
-AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
-                           float divisor, float* out) {
+// The max's NaN rule as in rows(): a row whose total is not finite (a NaN or infinite input, as
+// rows()'s lanes_finite test; finite lanes summing past the float range take fold_row, which gives
+// fold_rows8's bits) is folded again alone and rescanned for its first NaN.
+template <bool kMax, bool kArg>
+AF_VEC void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
+                       float divisor, float* out_sum, float* out_max, int32_t* out_arg) {
   using V = Vec<float>::V;
   using I = Vec<float>::I;
   I lane;
   for (int l = 0; l < 8; ++l) lane[l] = l;
   const int64_t kv = K / 8 * 8;
-  const I unseen = lane + static_cast<int32_t>(K - 8) >= static_cast<int32_t>(kv);  // the tail's new lanes
+  const I tail_at = lane + static_cast<int32_t>(K - 8);
+  const I unseen = tail_at >= static_cast<int32_t>(kv);  // the tail's new lanes
+  const V lowest = V{} - std::numeric_limits<float>::infinity();
   const auto load = [](const float* p) {
     V v;
     __builtin_memcpy(&v, p, sizeof(v));
     return v;
   };
-  const auto lanes = [&](const float* row) {
-    V s = V{};
-    for (int64_t k = 0; k < kv; k += 8) s += load(row + k);
-    if (kv < K) s += unseen ? load(row + K - 8) : V{};
-    return s;
+  V s[8], m[8];
+  I ix[8];
+  // Row q's lanes: row_lanes<kMax, float, ., 1, kArg>'s order, step for step.
+  const auto start = [&](int q) {
+    s[q] = V{};
+    if constexpr (kMax) m[q] = lowest;
+    if constexpr (kArg) ix[q] = I{};
+  };
+  const auto step = [&](int q, V v, V added, I at) {
+    s[q] += added;
+    if constexpr (kMax) {
+      const auto better = v > m[q];
+      m[q] = better ? v : m[q];
+      if constexpr (kArg) ix[q] = better ? at : ix[q];
+    }
+  };
+  // Row i's outputs from its lanes alone, with the NaN rule.
+  const auto fold_alone = [&](int q, const float* row, int64_t i) {
+    float total, mx = 0.f;
+    int32_t arg = 0;
+    fold_row<kMax, kArg, float>(s[q], m[q], ix[q], &total, &mx, &arg);
+    if constexpr (kMax) {
+      nan_rescan<kArg>([row](int64_t k) { return row[k]; }, K, total, &mx, &arg);
+      out_max[i] = mx;
+      if constexpr (kArg) out_arg[i] = arg;
+    }
+    out_sum[i] = total / divisor;
   };
   int64_t b = begin / J, j = begin % J, i = begin;
   const auto next_row = [&]() {
@@ -170,27 +199,51 @@ AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, con
     }
     return row;
   };
-  V s[8], unused_m[8];
-  I unused_ix[8];
   for (; i + 8 <= end; i += 8) {
     const float* rp[8];
     for (int q = 0; q < 8; ++q) rp[q] = next_row();
-    for (int q = 0; q < 8; ++q) s[q] = V{};
-    for (int64_t k = 0; k < kv; k += 8)  // the eight rows side by side: independent add chains
-      for (int q = 0; q < 8; ++q) s[q] += load(rp[q] + k);
-    if (kv < K)
-      for (int q = 0; q < 8; ++q) s[q] += unseen ? load(rp[q] + K - 8) : V{};
-    V sum, unused_mx;
-    I unused_arg;
-    fold_rows8<false, false>(s, unused_m, unused_ix, sum, unused_mx, unused_arg);
+    for (int q = 0; q < 8; ++q) start(q);
+    // The rows side by side, independent chains: all eight, or with the index (three vectors a
+    // row) four and four, which keeps AVX2's 16 registers from spilling.
+    constexpr int kGroup = kArg ? 4 : 8;
+    for (int g = 0; g < 8; g += kGroup) {
+      for (int64_t k = 0; k < kv; k += 8)
+        for (int q = g; q < g + kGroup; ++q) {
+          const V v = load(rp[q] + k);
+          step(q, v, v, lane + static_cast<int32_t>(k));
+        }
+      if (kv < K)
+        for (int q = g; q < g + kGroup; ++q) {
+          const V v = load(rp[q] + K - 8);
+          step(q, v, unseen ? v : V{}, tail_at);
+        }
+    }
+    V sum, mx;
+    I arg;
+    fold_rows8<kMax, kArg>(s, m, ix, sum, mx, arg);
+    if (kMax && !lanes_finite(sum)) {
+      for (int q = 0; q < 8; ++q) fold_alone(q, rp[q], i + q);
+      continue;
+    }
     sum /= V{} + divisor;
-    __builtin_memcpy(out + i, &sum, sizeof(sum));
+    __builtin_memcpy(out_sum + i, &sum, sizeof(sum));
+    if constexpr (kMax) {
+      __builtin_memcpy(out_max + i, &mx, sizeof(mx));
+      if constexpr (kArg) __builtin_memcpy(out_arg + i, &arg, sizeof(arg));
+    }
   }
   for (; i < end; ++i) {
-    float total, unused_max;
-    int32_t unused_index;
-    fold_row<false, false, float>(lanes(next_row()), V{}, I{}, &total, &unused_max, &unused_index);
-    out[i] = total / divisor;
+    const float* row = next_row();
+    start(0);
+    for (int64_t k = 0; k < kv; k += 8) {
+      const V v = load(row + k);
+      step(0, v, v, lane + static_cast<int32_t>(k));
+    }
+    if (kv < K) {
+      const V v = load(row + K - 8);
+      step(0, v, unseen ? v : V{}, tail_at);
+    }
+    fold_alone(0, row, i);
   }
 }
 
@@ -273,12 +326,16 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     }
   }
   if constexpr (std::is_same_v<scalar_t, float>) {
-    // SE's and ECA's avg pool on fp32 NCHW 7x7 maps (short_row_sums). Alone, one thread, 25th
-    // percentile of 500 calls, old / new in alternating processes (7 each, Zen 5 VM), same bits:
-    // 8 x 2048 x 7^2 0.069-0.103 / 0.044-0.061 ms, 8 x 512 x 5^2 0.017-0.025 / 0.007-0.012.
-    if (p_fast && !has_x && !want_max && P >= 8 && P < 64) {
-      at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
-        short_row_sums(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum);
+    // The pools of fp32 NCHW 7x7 maps (short_rows): SE's, ECA's and CBAM's channel pools. Alone,
+    // one thread, 25th percentile of 500 calls, old / new in alternating processes (7 each, Zen 5
+    // VM), same bits: the avg pool at 8 x 2048 x 7^2 0.069-0.103 / 0.044-0.061 ms, 8 x 512 x 5^2
+    // 0.017-0.025 / 0.007-0.012.
+    if (p_fast && !has_x && P >= 8 && P < 64) {
+      with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
+        constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+        at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
+          short_rows<kMax, kArg>(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum, r.out_max, r.out_arg);
+        });
       });
       return;
     }
