@@ -329,7 +329,9 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     // The pools of fp32 NCHW 7x7 maps (short_rows): SE's, ECA's and CBAM's channel pools. Alone,
     // one thread, 25th percentile of 500 calls, old / new in alternating processes (7 each, Zen 5
     // VM), same bits: the avg pool at 8 x 2048 x 7^2 0.069-0.103 / 0.044-0.061 ms, 8 x 512 x 5^2
-    // 0.017-0.025 / 0.007-0.012.
+    // 0.017-0.025 / 0.007-0.012 (session 18). With the max (rows() before, 25th percentile of 1500
+    // calls, 2 processes each): 8 x 2048 x 7^2 0.150-0.151 / 0.083; with its index 0.199-0.201 /
+    // 0.158-0.159 (eight rows side by side: 0.167).
     if (p_fast && !has_x && P >= 8 && P < 64) {
       with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
         constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
