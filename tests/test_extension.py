@@ -817,15 +817,18 @@ def test_fc_gate_refuses_bad_arguments():
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("c", [7, 70, 127, 128, 130, 300])
-def test_pool_c_of_scaled_x_keeps_first_index(c, dtype, layout):
+@pytest.mark.parametrize("hw", [(3, 2), (3, 5), (7, 7), (8, 8)], ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_pool_c_of_scaled_x_keeps_first_index(hw, c, dtype, layout):
     """pool_c's max of x * ca on CPU (CBAM's spatial pool): channels_last rows of C take 1, 2 or 3
-    accumulator vectors by length (csrc/cpu/reduce.cpp ``rows``), NCHW tiles fold four rows of C at
-    a time and the rest one by one. ca holds powers of two, so x * ca is exact and ties are exact:
-    each goes to its first channel; a NaN wins at the first NaN, a -inf column keeps channel 0.
-    fp16 rows are read through float buffers (common.h RowIO, TileRows; the NaN rule re-reads
-    them row by row), bf16 ones in place."""
+    accumulator vectors by length (csrc/cpu/reduce.h ``rows``), NCHW tiles fold four rows of C at
+    a time and the rest one by one; fp32 NCHW maps of 8-63 positions (3x5, 7x7) sweep the channels
+    with the outputs in vectors (``short_tiles``, the last vector overlapping), 64 (8x8) in tiles
+    again. ca holds powers of two, so x * ca is exact and ties are exact: each goes to its first
+    channel; a NaN wins at the first NaN, a -inf column keeps channel 0. fp16 rows are read through
+    float buffers (common.h RowIO, TileRows; the NaN rule re-reads them row by row), bf16 ones in
+    place."""
     g = torch.Generator().manual_seed(c)
-    x = torch.randn(2, c, 3, 2, generator=g, dtype=dtype)
+    x = torch.randn(2, c, *hw, generator=g, dtype=dtype)
     ca = torch.exp2(torch.randint(-2, 3, (2, c), generator=g).to(dtype))
     ties = [[0, c - 1], [c - 1], [c // 2, c // 3, c // 5], [c // 7, c - 2], [1 % c, c - 1]]
     for q in range(6):
