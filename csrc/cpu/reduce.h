@@ -147,7 +147,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
 // rows()'s lanes_finite test; finite lanes summing past the float range take fold_row, which gives
 // fold_rows8's bits) is folded again alone and rescanned for its first NaN.
 template <bool kMax, bool kArg>
-AF_VEC void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
+inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
                        float divisor, float* out_sum, float* out_max, int32_t* out_arg) {
   using V = Vec<float>::V;
   using I = Vec<float>::I;
@@ -203,21 +203,16 @@ AF_VEC void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
     const float* rp[8];
     for (int q = 0; q < 8; ++q) rp[q] = next_row();
     for (int q = 0; q < 8; ++q) start(q);
-    // The rows side by side, independent chains: all eight, or with the index (three vectors a
-    // row) four and four, which keeps AVX2's 16 registers from spilling.
-    constexpr int kGroup = kArg ? 4 : 8;
-    for (int g = 0; g < 8; g += kGroup) {
-      for (int64_t k = 0; k < kv; k += 8)
-        for (int q = g; q < g + kGroup; ++q) {
-          const V v = load(rp[q] + k);
-          step(q, v, v, lane + static_cast<int32_t>(k));
-        }
-      if (kv < K)
-        for (int q = g; q < g + kGroup; ++q) {
-          const V v = load(rp[q] + K - 8);
-          step(q, v, unseen ? v : V{}, tail_at);
-        }
-    }
+    for (int64_t k = 0; k < kv; k += 8)  // the eight rows side by side: independent chains
+      for (int q = 0; q < 8; ++q) {
+        const V v = load(rp[q] + k);
+        step(q, v, v, lane + static_cast<int32_t>(k));
+      }
+    if (kv < K)
+      for (int q = 0; q < 8; ++q) {
+        const V v = load(rp[q] + K - 8);
+        step(q, v, unseen ? v : V{}, tail_at);
+      }
     V sum, mx;
     I arg;
     fold_rows8<kMax, kArg>(s, m, ix, sum, mx, arg);
@@ -245,6 +240,21 @@ AF_VEC void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
     }
     fold_alone(0, row, i);
   }
+}
+
+// short_rows' clones: the sums alone in AVX2 (no faster in x86-64-v4: 0.055-0.056 ms at 8 x 2048
+// x 7^2, one thread), the max in x86-64-v4 where the CPU has it: its eight rows' 24 vectors (sum,
+// max, index) fit AVX-512's 32 registers, where AVX2's 16 spill (with the index: eight rows at a
+// time in AVX2 0.167 ms, four and four 0.158, eight in x86-64-v4 0.117-0.128; without it 0.083 /
+// 0.079-0.082).
+AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
+                           float divisor, float* out_sum) {
+  short_rows<false, false>(begin, end, J, K, A, sb, sj, divisor, out_sum, nullptr, nullptr);
+}
+template <bool kArg>
+AF_VEC4 void short_row_maxima(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb,
+                              int64_t sj, float divisor, float* out_sum, float* out_max, int32_t* out_arg) {
+  short_rows<true, kArg>(begin, end, J, K, A, sb, sj, divisor, out_sum, out_max, out_arg);
 }
 
 // pool_c of one fp32 NCHW sample of 8-63 positions (7x7 maps): the sum (and with kMax the max and
@@ -400,13 +410,16 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     // one thread, 25th percentile of 500 calls, old / new in alternating processes (7 each, Zen 5
     // VM), same bits: the avg pool at 8 x 2048 x 7^2 0.069-0.103 / 0.044-0.061 ms, 8 x 512 x 5^2
     // 0.017-0.025 / 0.007-0.012 (session 18). With the max (rows() before, 25th percentile of 1500
-    // calls, 2 processes each): 8 x 2048 x 7^2 0.150-0.151 / 0.083; with its index 0.199-0.201 /
-    // 0.158-0.159 (eight rows side by side: 0.167).
+    // calls, alternating processes, 2 each): 8 x 2048 x 7^2 0.149-0.150 / 0.081-0.082; with its
+    // index 0.199 / 0.126-0.128 (short_row_maxima's clones).
     if (p_fast && !has_x && P >= 8 && P < 64) {
       with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
         constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
         at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
-          short_rows<kMax, kArg>(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum, r.out_max, r.out_arg);
+          if constexpr (kMax)
+            short_row_maxima<kArg>(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum, r.out_max, r.out_arg);
+          else
+            short_row_sums(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum);
         });
       });
       return;
