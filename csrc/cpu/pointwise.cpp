@@ -145,6 +145,56 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
   });
 }
 
+// scale_rows for fp32 NCHW rows of 8-63 positions (7x7 maps) whose rows lie back to back (row
+// stride P in and out): eight rows at a time as the P vectors they fill (8 x P floats), each
+// vector's gates picked from the eight rows' ca by a lane permutation (``pick[v]``: the row of each
+// lane), with kSa its sa from the sample's sa row repeated eight times. Rows one at a time ended in
+// a scalar step (49 = 6 x 8 + 1) and paid the loop's setup per row: 8 x 2048 x 7^2, one thread,
+// x * ca took 0.100 ms against aten's broadcast mul at 0.084 (a clone: 0.071). Same products in the
+// same order: the same bits.
+template <bool kSa>
+AF_VEC void short_scale_rows(const float* in, int64_t sb, float* out, int64_t ob, const float* ca, const float* sa,
+                             int64_t begin, int64_t end, int64_t C, int64_t P) {
+  using V = Vec<float>::V;
+  using I = Vec<float>::I;
+  I pick[64];
+  for (int64_t v = 0; v < P; ++v)
+    for (int l = 0; l < 8; ++l) pick[v][l] = static_cast<int32_t>((8 * v + l) / P);
+  float rep[8 * 64];  // kSa: sa[b, e % P] for e in [0, 8P)
+  int64_t rep_b = -1;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / C, c = i % C;
+    const float* x = in + b * sb + c * P;
+    float* y = out + b * ob + c * P;
+    if (c + 8 <= C && i + 8 <= end) {
+      if constexpr (kSa) {
+        if (b != rep_b) {
+          for (int64_t e = 0; e < 8 * P; ++e) rep[e] = sa[b * P + e % P];
+          rep_b = b;
+        }
+      }
+      V g;
+      __builtin_memcpy(&g, ca + i, sizeof(g));
+      for (int64_t v = 0; v < P; ++v) {
+        V xv;
+        __builtin_memcpy(&xv, x + 8 * v, sizeof(xv));
+        V yv = xv * __builtin_shuffle(g, pick[v]);
+        if constexpr (kSa) {
+          V sv;
+          __builtin_memcpy(&sv, rep + 8 * v, sizeof(sv));
+          yv = yv * sv;
+        }
+        __builtin_memcpy(y + 8 * v, &yv, sizeof(yv));
+      }
+      i += 8;
+    } else {
+      const float g = ca[i];
+      for (int64_t p = 0; p < P; ++p) y[p] = kSa ? x[p] * g * sa[b * P + p] : x[p] * g;
+      ++i;
+    }
+  }
+}
+
 // The forward's scale over unit-stride rows i = (b, c) of P (NCHW): y = x * ca[i] (SE, ECA) or,
 // kSa, y = x * ca[i] * sa[b, p] (CBAM), with kRound x * ca rounded to the input dtype first (as
 // eager materialises it for half types). Its own row loop with every argument a local copied into
@@ -159,6 +209,14 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
 template <typename scalar_t, typename acc_t, bool kSa, bool kRound>
 void scale_rows(const scalar_t* in, int64_t sb, int64_t sc, scalar_t* out, int64_t ob, int64_t oc, const acc_t* ca,
                 const acc_t* sa, int64_t rows, int64_t C, int64_t P, bool stream) {
+  if constexpr (std::is_same_v<scalar_t, float> && !kRound) {
+    if (!stream && sc == P && oc == P && P >= 8 && P < 64) {
+      at::parallel_for(0, rows, grain_for(P), [=](int64_t begin, int64_t end) {
+        short_scale_rows<kSa>(in, sb, out, ob, ca, sa, begin, end, C, P);
+      });
+      return;
+    }
+  }
   at::parallel_for(0, rows, grain_for(P), [=](int64_t begin, int64_t end) {
     RowIO<scalar_t> io(P, 2);
     for_rows_of<scalar_t>(begin, end, C, [=, &io](int64_t i, int64_t b, int64_t c) {

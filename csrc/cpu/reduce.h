@@ -79,7 +79,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
         int n = 0;
         const auto fold_one = [&](int q, int64_t out) {
           float s, m;
-          int32_t arg;
+          int32_t arg = 0;  // (set with kArg; store reads it only then)
           fold_row<kMax, kArg, float>(ls[q], lm[q], li[q], &s, &m, &arg);
           store(r, out, s, m, arg, kMax);
         };
@@ -93,7 +93,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
                 if (!lanes_finite(ls[n])) {
                   for (int q = 0; q < n; ++q) fold_one(q, i - n + q);
                   float s, m;
-                  int32_t arg;
+                  int32_t arg = 0;
                   fold_row<kMax, kArg, float>(ls[n], lm[n], li[n], &s, &m, &arg);
                   nan_rescan<kArg>(value, K, s, &m, &arg);
                   store(r, i, s, m, arg, kMax);
@@ -122,7 +122,7 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
           row_value(b, j, [&](const auto& value) {
             using Value = std::decay_t<decltype(value)>;
             acc_t s, m;
-            int32_t arg;
+            int32_t arg = 0;
             by_depth<kArg ? kLongArgDepth : 4>(K, [&](auto depth) {
               row_reduce<kMax, acc_t, Value, decltype(depth)::value, kArg>(value, K, &s, &m, &arg);
             });
@@ -247,8 +247,8 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
 // max, index) fit AVX-512's 32 registers, where AVX2's 16 spill (with the index: eight rows at a
 // time in AVX2 0.167 ms, four and four 0.158, eight in x86-64-v4 0.117-0.128; without it 0.083 /
 // 0.079-0.082).
-AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
-                           float divisor, float* out_sum) {
+[[maybe_unused]] AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A,
+                                            int64_t sb, int64_t sj, float divisor, float* out_sum) {
   short_rows<false, false>(begin, end, J, K, A, sb, sj, divisor, out_sum, nullptr, nullptr);
 }
 template <bool kArg>
@@ -414,7 +414,7 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     // index 0.199 / 0.126-0.128 (short_row_maxima's clones).
     if (p_fast && !has_x && P >= 8 && P < 64) {
       with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
-        constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+        [[maybe_unused]] constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
         at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
           if constexpr (kMax)
             short_row_maxima<kArg>(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum, r.out_max, r.out_arg);
@@ -554,8 +554,8 @@ void reduce_c_impl(const ReduceArgs<acc_t>& r) {
           with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
             constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
             at::parallel_for(0, r.B, grain_for(C * P), [&](int64_t b0, int64_t b1) {
-              float sum[64], mx[64];
-              int32_t arg[64];
+              float sum[64] = {}, mx[64] = {};  // (store reads all three; kMax / kArg fill mx / arg)
+              int32_t arg[64] = {};
               for (int64_t b = b0; b < b1; ++b) {
                 short_tiles<kMax, kArg, kCa>(A + b * a.sb, a.sc, C, P, kCa ? ca + b * C : nullptr, sum, mx, arg);
                 for (int64_t j = 0; j < P; ++j) store(r, b * P + j, sum[j], mx[j], arg[j], kMax);
