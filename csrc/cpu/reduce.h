@@ -134,6 +134,69 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
   });
 }
 
+// The rows short_rows reduces: ``rows(b, j)`` gives row (b, j) as a Row with ``vec(k)``, the 8
+// values from k on, and ``row(k)``, one value (the max's NaN rescan). The values are rows()'s row
+// values for the same pass, operation for operation. The backward's dots through short_rows
+// instead of rows(), alone, 8 x 2048 x 7^2, one thread, 25th percentile of 1500 calls, old / new
+// in alternating processes (2 each, Zen 5 VM), same bits: dy * x 0.131 / 0.103-0.104 ms, CBAM's
+// (dy * sa + da + dm * [c == amc]) * x 0.327 / 0.255.
+inline Vec<float>::V load8(const float* p) {
+  Vec<float>::V v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+// pool_hw: the input's rows.
+struct PlainRows {
+  const float* A;
+  int64_t sb, sj;
+  struct Row {
+    const float* a;
+    Vec<float>::V vec(int64_t k) const { return load8(a + k); }
+    float operator()(int64_t k) const { return a[k]; }
+  };
+  Row operator()(int64_t b, int64_t j) const { return {A + b * sb + j * sj}; }
+};
+// dot_hw (SE's and ECA's backward): dy * x.
+struct DotRows {
+  const float *A, *X;
+  int64_t asb, asj, xsb, xsj;
+  struct Row {
+    const float *a, *x;
+    Vec<float>::V vec(int64_t k) const { return load8(a + k) * load8(x + k); }
+    float operator()(int64_t k) const { return a[k] * x[k]; }
+  };
+  Row operator()(int64_t b, int64_t j) const { return {A + b * asb + j * asj, X + b * xsb + j * xsj}; }
+};
+// dot_hw with CBAM's spatial terms: (dy * sa + da + dm * [c == amc]) * x, sa..amc rows of P.
+struct MidDotRows {
+  const float *A, *X;
+  int64_t asb, asj, xsb, xsj, P;
+  Terms<float> t;
+  struct Row {
+    const float *a, *x, *sa, *da, *dm;
+    const int32_t* amc;
+    int32_t c;
+    Vec<float>::V vec(int64_t k) const {
+      using I = Vec<float>::I;
+      I at;
+      __builtin_memcpy(&at, amc + k, sizeof(at));
+      Vec<float>::V v = load8(a + k) * load8(sa + k) + load8(da + k);
+      v += at == I{} + c ? load8(dm + k) : Vec<float>::V{};
+      return v * load8(x + k);
+    }
+    float operator()(int64_t k) const {
+      float v = a[k] * sa[k] + da[k];
+      v += amc[k] == c ? dm[k] : 0.f;
+      return v * x[k];
+    }
+  };
+  Row operator()(int64_t b, int64_t j) const {
+    const int64_t bp = b * P;
+    return {A + b * asb + j * asj, X + b * xsb + j * xsj, t.sa + bp, t.da + bp, t.dm + bp, t.amc + bp,
+            static_cast<int32_t>(j)};
+  }
+};
+
 // The sums of fp32 rows [begin, end) of K elements, 8 <= K < 64 (7x7 maps), row i = (b, j) at
 // A + b * sb + j * sj, divided by ``divisor`` into out_sum[i], with kMax their maxima into
 // out_max[i] (with kArg the first index of each into out_arg[i]): eight rows at a time in one loop,
@@ -146,9 +209,9 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
 // The max's NaN rule as in rows(): a row whose total is not finite (a NaN or infinite input, as
 // rows()'s lanes_finite test; finite lanes summing past the float range take fold_row, which gives
 // fold_rows8's bits) is folded again alone and rescanned for its first NaN.
-template <bool kMax, bool kArg>
-inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb, int64_t sj,
-                       float divisor, float* out_sum, float* out_max, int32_t* out_arg) {
+template <bool kMax, bool kArg, typename Rows>
+inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const Rows& rows, float divisor,
+                       float* out_sum, float* out_max, int32_t* out_arg) {
   using V = Vec<float>::V;
   using I = Vec<float>::I;
   I lane;
@@ -157,11 +220,6 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
   const I tail_at = lane + static_cast<int32_t>(K - 8);
   const I unseen = tail_at >= static_cast<int32_t>(kv);  // the tail's new lanes
   const V lowest = V{} - std::numeric_limits<float>::infinity();
-  const auto load = [](const float* p) {
-    V v;
-    __builtin_memcpy(&v, p, sizeof(v));
-    return v;
-  };
   V s[8], m[8];
   I ix[8];
   // Row q's lanes: row_lanes<kMax, float, ., 1, kArg>'s order, step for step.
@@ -179,12 +237,12 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
     }
   };
   // Row i's outputs from its lanes alone, with the NaN rule.
-  const auto fold_alone = [&](int q, const float* row, int64_t i) {
+  const auto fold_alone = [&](int q, const typename Rows::Row& row, int64_t i) {
     float total, mx = 0.f;
     int32_t arg = 0;
     fold_row<kMax, kArg, float>(s[q], m[q], ix[q], &total, &mx, &arg);
     if constexpr (kMax) {
-      nan_rescan<kArg>([row](int64_t k) { return row[k]; }, K, total, &mx, &arg);
+      nan_rescan<kArg>(row, K, total, &mx, &arg);
       out_max[i] = mx;
       if constexpr (kArg) out_arg[i] = arg;
     }
@@ -192,7 +250,7 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
   };
   int64_t b = begin / J, j = begin % J, i = begin;
   const auto next_row = [&]() {
-    const float* row = A + b * sb + j * sj;
+    const auto row = rows(b, j);
     if (++j == J) {
       j = 0;
       ++b;
@@ -200,17 +258,17 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
     return row;
   };
   for (; i + 8 <= end; i += 8) {
-    const float* rp[8];
+    typename Rows::Row rp[8];
     for (int q = 0; q < 8; ++q) rp[q] = next_row();
     for (int q = 0; q < 8; ++q) start(q);
     for (int64_t k = 0; k < kv; k += 8)  // the eight rows side by side: independent chains
       for (int q = 0; q < 8; ++q) {
-        const V v = load(rp[q] + k);
+        const V v = rp[q].vec(k);
         step(q, v, v, lane + static_cast<int32_t>(k));
       }
     if (kv < K)
       for (int q = 0; q < 8; ++q) {
-        const V v = load(rp[q] + K - 8);
+        const V v = rp[q].vec(K - 8);
         step(q, v, unseen ? v : V{}, tail_at);
       }
     V sum, mx;
@@ -228,14 +286,14 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
     }
   }
   for (; i < end; ++i) {
-    const float* row = next_row();
+    const auto row = next_row();
     start(0);
     for (int64_t k = 0; k < kv; k += 8) {
-      const V v = load(row + k);
+      const V v = row.vec(k);
       step(0, v, v, lane + static_cast<int32_t>(k));
     }
     if (kv < K) {
-      const V v = load(row + K - 8);
+      const V v = row.vec(K - 8);
       step(0, v, unseen ? v : V{}, tail_at);
     }
     fold_alone(0, row, i);
@@ -247,14 +305,15 @@ inline void short_rows(int64_t begin, int64_t end, int64_t J, int64_t K, const f
 // max, index) fit AVX-512's 32 registers, where AVX2's 16 spill (with the index: eight rows at a
 // time in AVX2 0.167 ms, four and four 0.158, eight in x86-64-v4 0.117-0.128; without it 0.083 /
 // 0.079-0.082).
-[[maybe_unused]] AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A,
-                                            int64_t sb, int64_t sj, float divisor, float* out_sum) {
-  short_rows<false, false>(begin, end, J, K, A, sb, sj, divisor, out_sum, nullptr, nullptr);
+template <typename Rows>
+AF_VEC void short_row_sums(int64_t begin, int64_t end, int64_t J, int64_t K, const Rows& rows, float divisor,
+                           float* out_sum) {
+  short_rows<false, false>(begin, end, J, K, rows, divisor, out_sum, nullptr, nullptr);
 }
 template <bool kArg>
-AF_VEC4 void short_row_maxima(int64_t begin, int64_t end, int64_t J, int64_t K, const float* A, int64_t sb,
-                              int64_t sj, float divisor, float* out_sum, float* out_max, int32_t* out_arg) {
-  short_rows<true, kArg>(begin, end, J, K, A, sb, sj, divisor, out_sum, out_max, out_arg);
+AF_VEC4 void short_row_maxima(int64_t begin, int64_t end, int64_t J, int64_t K, const PlainRows& rows, float divisor,
+                              float* out_sum, float* out_max, int32_t* out_arg) {
+  short_rows<true, kArg>(begin, end, J, K, rows, divisor, out_sum, out_max, out_arg);
 }
 
 // pool_c of one fp32 NCHW sample of 8-63 positions (7x7 maps): the sum (and with kMax the max and
@@ -412,16 +471,27 @@ void reduce_hw_impl(const ReduceArgs<acc_t>& r) {
     // 0.017-0.025 / 0.007-0.012 (session 18). With the max (rows() before, 25th percentile of 1500
     // calls, alternating processes, 2 each): 8 x 2048 x 7^2 0.149-0.150 / 0.081-0.082; with its
     // index 0.199 / 0.126-0.128 (short_row_maxima's clones).
-    if (p_fast && !has_x && P >= 8 && P < 64) {
-      with_modes(r, want_max, [&](auto max_flag, auto arg_flag) {
-        [[maybe_unused]] constexpr bool kMax = decltype(max_flag)::value, kArg = decltype(arg_flag)::value;
+    if (p_fast && P >= 8 && P < 64) {
+      const auto sums = [&](const auto& rows) {
         at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
-          if constexpr (kMax)
-            short_row_maxima<kArg>(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum, r.out_max, r.out_arg);
-          else
-            short_row_sums(begin, end, C, P, A, a.sb, a.sc, r.divisor, r.out_sum);
+          short_row_sums(begin, end, C, P, rows, r.divisor, r.out_sum);
         });
-      });
+      };
+      const PlainRows plain{A, a.sb, a.sc};
+      if (has_x && mid) {
+        sums(MidDotRows{A, X, a.sb, a.sc, x.sb, x.sc, P, t});
+      } else if (has_x) {
+        sums(DotRows{A, X, a.sb, a.sc, x.sb, x.sc});
+      } else if (!want_max) {
+        sums(plain);
+      } else {
+        with_modes(r, want_max, [&](auto, auto arg_flag) {
+          at::parallel_for(0, r.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
+            short_row_maxima<decltype(arg_flag)::value>(begin, end, C, P, plain, r.divisor, r.out_sum, r.out_max,
+                                                        r.out_arg);
+          });
+        });
+      }
       return;
     }
   }
