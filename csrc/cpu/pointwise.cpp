@@ -26,7 +26,9 @@ namespace {
 // group, recomputed from the same expression. Each element's arithmetic is backward_rows' in the
 // same order: the same bits. dx alone, 8 x 2048 x 7^2, one thread, 25th percentile of 1500 calls,
 // old / new in alternating processes (2 each, Zen 5 VM), ms: SE avg / ECA 0.113-0.116 / 0.080, SE
-// max 0.111-0.112 / 0.093, CBAM (every term) 0.269 / 0.158-0.160.
+// max 0.111-0.112 / 0.093, CBAM (every term) 0.269 / 0.158-0.160. Taken for CBAM's dx (kMid) only:
+// inside the blocks' forward + backward (perf samples, 3000 / 1500 steps) ECA's dx took 5-10% more
+// than backward_rows' (1150 / 1065 against 1043 / 1027), CBAM Conv's 28% less (829 against 1149).
 template <bool kMid, bool kCa, bool kAvg, bool kMax>
 AF_VEC void short_backward_rows(const float* in, int64_t sb, float* out, int64_t ob, const Terms<float> t,
                                 int64_t begin, int64_t end, int64_t C, int64_t P) {
@@ -143,7 +145,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
     });
     return;
   }
-  if constexpr (std::is_same_v<scalar_t, float>) {
+  if constexpr (std::is_same_v<scalar_t, float> && kMid) {  // (CBAM's: see short_backward_rows)
     if (!stream && a.sc == P && w.oc == P && P >= 8 && P < 64) {
       at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
         short_backward_rows<kMid, kCa, kAvg, kMax>(in, a.sb, out, w.ob, t, begin, end, C, P);
@@ -243,7 +245,11 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
 // lane), with kSa its sa from the sample's sa row repeated eight times. Rows one at a time ended in
 // a scalar step (49 = 6 x 8 + 1) and paid the loop's setup per row: 8 x 2048 x 7^2, one thread,
 // x * ca took 0.100 ms against aten's broadcast mul at 0.084 (a clone: 0.071). Same products in the
-// same order: the same bits.
+// same order: the same bits. Taken for CBAM's x * ca * sa only: alone, SE's and ECA's x * ca ran
+// 0.100-0.111 -> 0.079-0.082 ms (and 0.149 -> 0.085 with x at other offsets), but inside their
+// forward + backward it took 25-30% more samples than scale_rows (perf, ECA at 8 x 2048 x 7^2, one
+// thread, 3000 steps, two processes each: 1303 / 1204 against 1005 / 950; cause not found), while
+// CBAM's x * ca * sa took 14% fewer there (636 against 738).
 template <bool kSa>
 AF_VEC void short_scale_rows(const float* in, int64_t sb, float* out, int64_t ob, const float* ca, const float* sa,
                              int64_t begin, int64_t end, int64_t C, int64_t P) {
@@ -301,7 +307,7 @@ AF_VEC void short_scale_rows(const float* in, int64_t sb, float* out, int64_t ob
 template <typename scalar_t, typename acc_t, bool kSa, bool kRound>
 void scale_rows(const scalar_t* in, int64_t sb, int64_t sc, scalar_t* out, int64_t ob, int64_t oc, const acc_t* ca,
                 const acc_t* sa, int64_t rows, int64_t C, int64_t P, bool stream) {
-  if constexpr (std::is_same_v<scalar_t, float> && !kRound) {
+  if constexpr (std::is_same_v<scalar_t, float> && kSa && !kRound) {  // (CBAM's: see short_scale_rows)
     if (!stream && sc == P && oc == P && P >= 8 && P < 64) {
       at::parallel_for(0, rows, grain_for(P), [=](int64_t begin, int64_t end) {
         short_scale_rows<kSa>(in, sb, out, ob, ca, sa, begin, end, C, P);
