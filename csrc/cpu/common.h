@@ -381,6 +381,18 @@ struct Vec {
   static constexpr int W = 32 / sizeof(acc_t);
 };
 
+// Eight floats (or int32s) from ``p``, any alignment.
+inline Vec<float>::V load8(const float* p) {
+  Vec<float>::V v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline Vec<float>::I load8(const int32_t* p) {
+  Vec<float>::I v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
 // The max keeps its first index per lane as it goes (a select on the same compare), so no second
 // pass looks for it; lanes merge with ties going to the smaller index.
 // NaN handling of the max: the hot loops take a plain ``v > m`` max, which skips NaNs. A NaN also

@@ -18,90 +18,100 @@ namespace attnfused {
 namespace cpu {
 namespace {
 
-// backward_rows for fp32 NCHW rows of 8-63 positions (7x7 maps) lying back to back (row stride P
-// in and out): eight rows at a time as the P vectors they fill, as short_scale_rows does for the
-// forward. Lane l of the group's vector v belongs to row pick[v][l] at position (8v + l) % P: the
-// rows' ca and davg come by lane permutation, the sample's spatial terms (kMid: sa, da, dm, amc)
-// from its rows repeated eight times. The max's one element per row (kMax) is written after the
-// group, recomputed from the same expression. Each element's arithmetic is backward_rows' in the
-// same order: the same bits. dx alone, 8 x 2048 x 7^2, one thread, 25th percentile of 1500 calls,
-// old / new in alternating processes (2 each, Zen 5 VM), ms: SE avg / ECA 0.113-0.116 / 0.080, SE
-// max 0.111-0.112 / 0.093, CBAM (every term) 0.269 / 0.158-0.160. Taken for CBAM's dx (kMid) only:
-// inside the blocks' forward + backward (perf samples, 3000 / 1500 steps) ECA's dx took 5-10% more
-// than backward_rows' (1150 / 1065 against 1043 / 1027), CBAM Conv's 28% less (829 against 1149).
-template <bool kMid, bool kCa, bool kAvg, bool kMax>
+// CBAM's fp32 NCHW rows of 8-63 positions (7x7 maps) lying back to back (row stride P in and out),
+// eight at a time as the P vectors they fill: short_scale_rows (y) and short_backward_rows (dx).
+// Lane l of a group's vector v belongs to row pick[v][l] at position (8v + l) % P: the rows' [B, C]
+// terms come by lane permutation, the sample's [B, P] ones from its rows repeated eight times
+// (``spread``, redone when the sample changes). ``for_groups`` calls ``group(i, b, c)`` for rows
+// i..i + 7 when they lie in one sample and one task, else ``row(i, b, c)`` for row i alone.
+struct EightRows {
+  Vec<float>::I pick[64];
+  explicit EightRows(int64_t P) {
+    int32_t row = 0;
+    for (int64_t e = 0, p = 0; e < 8 * P; ++e) {
+      pick[e / 8][e % 8] = row;
+      if (++p == P) {
+        p = 0;
+        ++row;
+      }
+    }
+  }
+  template <typename T>
+  static void spread(const T* row, int64_t P, T* rep) {
+    for (int q = 0; q < 8; ++q)
+      for (int64_t p = 0; p < P; ++p) rep[q * P + p] = row[p];
+  }
+  template <typename Group, typename Row>
+  static void for_groups(int64_t begin, int64_t end, int64_t C, const Group& group, const Row& row) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t b = i / C, c = i % C;
+      if (c + 8 <= C && i + 8 <= end) {
+        group(i, b, c);
+        i += 8;
+      } else {
+        row(i, b, c);
+        ++i;
+      }
+    }
+  }
+};
+
+// backward_rows' dx for CBAM's rows (EightRows): (dy * sa + da + dm * [c == amc]) * ca + davg,
+// the max's one element per row (kMax) written after the group, recomputed from the same
+// expression. Each element's arithmetic is backward_rows' in the same order: the same bits. dx
+// alone, 8 x 2048 x 7^2, one thread, 25th percentile of 1500 calls, old / new in alternating
+// processes (2 each, Zen 5 VM), ms: CBAM (every term) 0.269 / 0.158-0.160; SE avg / ECA 0.113-0.116 /
+// 0.080, SE max 0.111-0.112 / 0.093. CBAM's only: inside the blocks' forward + backward (perf
+// samples, 3000 / 1500 steps) ECA's dx took 5-10% more than backward_rows' (1150 / 1065 against
+// 1043 / 1027), CBAM Conv's 28% less (829 against 1149).
+template <bool kCa, bool kAvg, bool kMax>
 AF_VEC void short_backward_rows(const float* in, int64_t sb, float* out, int64_t ob, const Terms<float> t,
                                 int64_t begin, int64_t end, int64_t C, int64_t P) {
   using V = Vec<float>::V;
   using I = Vec<float>::I;
-  I pick[64];
-  for (int64_t v = 0; v < P; ++v)
-    for (int l = 0; l < 8; ++l) pick[v][l] = static_cast<int32_t>((8 * v + l) / P);
-  // kMid: the sample's sa, da, dm, amc at e % P for e in [0, 8P)
+  const EightRows rows(P);
   float sa[8 * 64], da[8 * 64], dm[8 * 64];
   int32_t amc[8 * 64];
   int64_t rep_b = -1;
-  const auto load = [](const auto* p) {
-    std::conditional_t<std::is_same_v<std::decay_t<decltype(*p)>, float>, V, I> v;
-    __builtin_memcpy(&v, p, sizeof(v));
-    return v;
-  };
   // One element of row i = (b, c), as backward_rows computes it.
   const auto value = [&](const float* x, int64_t i, int64_t b, int64_t c, int64_t p) {
-    float v = x[p];
-    if constexpr (kMid) {
-      const int64_t bp = b * P + p;
-      v = v * t.sa[bp] + t.da[bp] + (t.amc[bp] == static_cast<int32_t>(c) ? t.dm[bp] : 0.f);
-    }
+    const int64_t bp = b * P + p;
+    float v = x[p] * t.sa[bp] + t.da[bp] + (t.amc[bp] == static_cast<int32_t>(c) ? t.dm[bp] : 0.f);
     if constexpr (kCa) v *= t.ca[i];
     if constexpr (kAvg) v += t.davg[i];
     return v;
   };
-  for (int64_t i = begin; i < end;) {
-    const int64_t b = i / C, c = i % C;
+  const auto max_element = [&](const float* x, float* y, int64_t i, int64_t b, int64_t c) {
+    const int64_t at = t.amp[i];
+    if (at >= 0 && at < P) y[at] = value(x, i, b, c, at) + t.dmax[i];
+  };
+  EightRows::for_groups(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
     const float* x = in + b * sb + c * P;
     float* y = out + b * ob + c * P;
-    if (c + 8 <= C && i + 8 <= end) {
-      if constexpr (kMid) {
-        if (b != rep_b) {
-          for (int64_t e = 0; e < 8 * P; ++e) {
-            const int64_t bp = b * P + e % P;
-            sa[e] = t.sa[bp];
-            da[e] = t.da[bp];
-            dm[e] = t.dm[bp];
-            amc[e] = t.amc[bp];
-          }
-          rep_b = b;
-        }
-      }
-      const V g = kCa ? load(t.ca + i) : V{}, d = kAvg ? load(t.davg + i) : V{};
-      const I c0 = I{} + static_cast<int32_t>(c);
-      for (int64_t v = 0; v < P; ++v) {
-        V yv = load(x + 8 * v);
-        if constexpr (kMid) {
-          const auto hit = load(amc + 8 * v) == c0 + pick[v];
-          yv = yv * load(sa + 8 * v) + load(da + 8 * v) + (hit ? load(dm + 8 * v) : V{});
-        }
-        if constexpr (kCa) yv *= __builtin_shuffle(g, pick[v]);
-        if constexpr (kAvg) yv += __builtin_shuffle(d, pick[v]);
-        __builtin_memcpy(y + 8 * v, &yv, sizeof(yv));
-      }
-      if constexpr (kMax) {
-        for (int q = 0; q < 8; ++q) {
-          const int64_t at = t.amp[i + q];
-          if (at >= 0 && at < P) y[q * P + at] = value(x + q * P, i + q, b, c + q, at) + t.dmax[i + q];
-        }
-      }
-      i += 8;
-    } else {
-      for (int64_t p = 0; p < P; ++p) y[p] = value(x, i, b, c, p);
-      if constexpr (kMax) {
-        const int64_t at = t.amp[i];
-        if (at >= 0 && at < P) y[at] = value(x, i, b, c, at) + t.dmax[i];
-      }
-      ++i;
+    if (b != rep_b) {
+      EightRows::spread(t.sa + b * P, P, sa);
+      EightRows::spread(t.da + b * P, P, da);
+      EightRows::spread(t.dm + b * P, P, dm);
+      EightRows::spread(t.amc + b * P, P, amc);
+      rep_b = b;
     }
-  }
+    const V g = kCa ? load8(t.ca + i) : V{}, d = kAvg ? load8(t.davg + i) : V{};
+    const I c0 = I{} + static_cast<int32_t>(c);
+    for (int64_t v = 0; v < P; ++v) {
+      const auto hit = load8(amc + 8 * v) == c0 + rows.pick[v];
+      V yv = load8(x + 8 * v) * load8(sa + 8 * v) + load8(da + 8 * v) + (hit ? load8(dm + 8 * v) : V{});
+      if constexpr (kCa) yv *= __builtin_shuffle(g, rows.pick[v]);
+      if constexpr (kAvg) yv += __builtin_shuffle(d, rows.pick[v]);
+      __builtin_memcpy(y + 8 * v, &yv, sizeof(yv));
+    }
+    if constexpr (kMax)
+      for (int q = 0; q < 8; ++q) max_element(x + q * P, y + q * P, i + q, b, c + q);
+  }, [&](int64_t i, int64_t b, int64_t c) {
+    const float* x = in + b * sb + c * P;
+    float* y = out + b * ob + c * P;
+    for (int64_t p = 0; p < P; ++p) y[p] = value(x, i, b, c, p);
+    if constexpr (kMax) max_element(x, y, i, b, c);
+  });
 }
 
 // The backward's dx = (a*sa + da + dm*[c == amc]) * ca + davg + dmax*[p == amp] with the terms a
@@ -148,7 +158,7 @@ void backward_rows(const PointwiseArgs<acc_t>& w, bool stream) {
   if constexpr (std::is_same_v<scalar_t, float> && kMid) {  // (CBAM's: see short_backward_rows)
     if (!stream && a.sc == P && w.oc == P && P >= 8 && P < 64) {
       at::parallel_for(0, w.B * C, grain_for(P), [&](int64_t begin, int64_t end) {
-        short_backward_rows<kMid, kCa, kAvg, kMax>(in, a.sb, out, w.ob, t, begin, end, C, P);
+        short_backward_rows<kCa, kAvg, kMax>(in, a.sb, out, w.ob, t, begin, end, C, P);
       });
       return;
     }
@@ -239,58 +249,37 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
   });
 }
 
-// scale_rows for fp32 NCHW rows of 8-63 positions (7x7 maps) whose rows lie back to back (row
-// stride P in and out): eight rows at a time as the P vectors they fill (8 x P floats), each
-// vector's gates picked from the eight rows' ca by a lane permutation (``pick[v]``: the row of each
-// lane), with kSa its sa from the sample's sa row repeated eight times. Rows one at a time ended in
-// a scalar step (49 = 6 x 8 + 1) and paid the loop's setup per row: 8 x 2048 x 7^2, one thread,
-// x * ca took 0.100 ms against aten's broadcast mul at 0.084 (a clone: 0.071). Same products in the
-// same order: the same bits. Taken for CBAM's x * ca * sa only: alone, SE's and ECA's x * ca ran
-// 0.100-0.111 -> 0.079-0.082 ms (and 0.149 -> 0.085 with x at other offsets), but inside their
-// forward + backward it took 25-30% more samples than scale_rows (perf, ECA at 8 x 2048 x 7^2, one
-// thread, 3000 steps, two processes each: 1303 / 1204 against 1005 / 950; cause not found), while
-// CBAM's x * ca * sa took 14% fewer there (636 against 738).
-template <bool kSa>
+// scale_rows' y = x * ca * sa for CBAM's rows (EightRows): rows one at a time ended in a scalar step
+// (49 = 6 x 8 + 1) and paid the loop's setup per row. Same products in the same order: the same
+// bits. Alone, 8 x 2048 x 7^2, one thread: 0.12-0.13 -> 0.090-0.097 ms. CBAM's only: the same loop
+// for SE's and ECA's x * ca ran 0.100-0.111 -> 0.079-0.082 ms alone (aten's broadcast mul: 0.084, a
+// clone 0.071; 0.149 -> 0.085 with x at other offsets), but inside their forward + backward it took
+// 25-30% more samples than scale_rows (perf, ECA at 8 x 2048 x 7^2, one thread, 3000 steps, two
+// processes each: 1303 / 1204 against 1005 / 950; cause not found), while CBAM's x * ca * sa took
+// 14% fewer there (636 against 738).
 AF_VEC void short_scale_rows(const float* in, int64_t sb, float* out, int64_t ob, const float* ca, const float* sa,
                              int64_t begin, int64_t end, int64_t C, int64_t P) {
   using V = Vec<float>::V;
-  using I = Vec<float>::I;
-  I pick[64];
-  for (int64_t v = 0; v < P; ++v)
-    for (int l = 0; l < 8; ++l) pick[v][l] = static_cast<int32_t>((8 * v + l) / P);
-  float rep[8 * 64];  // kSa: sa[b, e % P] for e in [0, 8P)
+  const EightRows rows(P);
+  float rep[8 * 64];
   int64_t rep_b = -1;
-  for (int64_t i = begin; i < end;) {
-    const int64_t b = i / C, c = i % C;
+  EightRows::for_groups(begin, end, C, [&](int64_t i, int64_t b, int64_t c) {
     const float* x = in + b * sb + c * P;
     float* y = out + b * ob + c * P;
-    if (c + 8 <= C && i + 8 <= end) {
-      if constexpr (kSa) {
-        if (b != rep_b) {
-          for (int64_t e = 0; e < 8 * P; ++e) rep[e] = sa[b * P + e % P];
-          rep_b = b;
-        }
-      }
-      V g;
-      __builtin_memcpy(&g, ca + i, sizeof(g));
-      for (int64_t v = 0; v < P; ++v) {
-        V xv;
-        __builtin_memcpy(&xv, x + 8 * v, sizeof(xv));
-        V yv = xv * __builtin_shuffle(g, pick[v]);
-        if constexpr (kSa) {
-          V sv;
-          __builtin_memcpy(&sv, rep + 8 * v, sizeof(sv));
-          yv = yv * sv;
-        }
-        __builtin_memcpy(y + 8 * v, &yv, sizeof(yv));
-      }
-      i += 8;
-    } else {
-      const float g = ca[i];
-      for (int64_t p = 0; p < P; ++p) y[p] = kSa ? x[p] * g * sa[b * P + p] : x[p] * g;
-      ++i;
+    if (b != rep_b) {
+      EightRows::spread(sa + b * P, P, rep);
+      rep_b = b;
     }
-  }
+    const V g = load8(ca + i);
+    for (int64_t v = 0; v < P; ++v) {
+      const V yv = load8(x + 8 * v) * __builtin_shuffle(g, rows.pick[v]) * load8(rep + 8 * v);
+      __builtin_memcpy(y + 8 * v, &yv, sizeof(yv));
+    }
+  }, [&](int64_t i, int64_t b, int64_t c) {
+    const float* x = in + b * sb + c * P;
+    float* y = out + b * ob + c * P;
+    for (int64_t p = 0; p < P; ++p) y[p] = x[p] * ca[i] * sa[b * P + p];
+  });
 }
 
 // The forward's scale over unit-stride rows i = (b, c) of P (NCHW): y = x * ca[i] (SE, ECA) or,
@@ -310,7 +299,7 @@ void scale_rows(const scalar_t* in, int64_t sb, int64_t sc, scalar_t* out, int64
   if constexpr (std::is_same_v<scalar_t, float> && kSa && !kRound) {  // (CBAM's: see short_scale_rows)
     if (!stream && sc == P && oc == P && P >= 8 && P < 64) {
       at::parallel_for(0, rows, grain_for(P), [=](int64_t begin, int64_t end) {
-        short_scale_rows<kSa>(in, sb, out, ob, ca, sa, begin, end, C, P);
+        short_scale_rows(in, sb, out, ob, ca, sa, begin, end, C, P);
       });
       return;
     }

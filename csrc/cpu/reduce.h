@@ -142,11 +142,6 @@ void rows(const ReduceArgs<acc_t>& r, int64_t J, int64_t K, bool want_max, const
 // (dy * sa + da + dm * [c == amc]) * x 0.327 / 0.255, and 0.136-0.138 with eight rows of a sample
 // read as a Group (``group(b, j)``, where a Rows has it: the spatial terms loaded once for the
 // eight rows, two row pointers instead of sixteen).
-inline Vec<float>::V load8(const float* p) {
-  Vec<float>::V v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
 // pool_hw: the input's rows.
 struct PlainRows {
   const float* A;
@@ -186,11 +181,8 @@ struct MidDotRows {
     const int32_t* amc;
     int32_t c;
     Vec<float>::V vec(int64_t k) const {
-      using I = Vec<float>::I;
-      I at;
-      __builtin_memcpy(&at, amc + k, sizeof(at));
       Vec<float>::V v = load8(a + k) * load8(sa + k) + load8(da + k);
-      v += at == I{} + c ? load8(dm + k) : Vec<float>::V{};
+      v += load8(amc + k) == Vec<float>::I{} + c ? load8(dm + k) : Vec<float>::V{};
       return v * load8(x + k);
     }
     float operator()(int64_t k) const {
@@ -204,17 +196,13 @@ struct MidDotRows {
     return {A + b * asb + j * asj, X + b * xsb + j * xsj, t.sa + bp, t.da + bp, t.dm + bp, t.amc + bp,
             static_cast<int32_t>(j)};
   }
-  // Rows j..j + 7 of sample b: the spatial terms' vectors are the same for the eight.
+  // Rows j..j + 7 of sample b: row j's pointers and the strides; the spatial terms' loads are the
+  // same for the eight (inlined, the compiler reads them once).
   struct Group {
     Row r;
     int64_t asj, xsj;
     Vec<float>::V vec(int q, int64_t k) const {
-      using I = Vec<float>::I;
-      I at;
-      __builtin_memcpy(&at, r.amc + k, sizeof(at));
-      Vec<float>::V v = load8(r.a + q * asj + k) * load8(r.sa + k) + load8(r.da + k);
-      v += at == I{} + (r.c + q) ? load8(r.dm + k) : Vec<float>::V{};
-      return v * load8(r.x + q * xsj + k);
+      return Row{r.a + q * asj, r.x + q * xsj, r.sa, r.da, r.dm, r.amc, r.c + q}.vec(k);
     }
   };
   Group group(int64_t b, int64_t j) const { return {(*this)(b, j), asj, xsj}; }
