@@ -6,12 +6,7 @@ op = torch.ops.attnfused_C
 B, C, P = 8, 2048, 49
 dy = torch.randn(B, C, 7, 7); x = torch.randn(B, C, 7, 7); sa = torch.rand(B, P); da = torch.randn(B, P); dm = torch.randn(B, P)
 amc = torch.randint(0, C, (B, P), dtype=torch.int32)
-def t(f, n=1500):
-    for _ in range(50): f()
-    ts = []
-    for _ in range(n):
-        a = time.perf_counter(); f(); ts.append(time.perf_counter() - a)
-    ts.sort(); return ts[len(ts)//4] * 1e3
+from timer import p25_ms as t  # (this folder's timer.py)
 r = {"dot": t(lambda: op.reduce_hw(dy, x, None, None, None, None, False, 1.0, False)),
      "mid dot": t(lambda: op.reduce_hw(dy, x, sa, da, dm, amc, False, 1.0, False)),
      "pool avg": t(lambda: op.reduce_hw(x, None, None, None, None, None, False, 49.0, False))}

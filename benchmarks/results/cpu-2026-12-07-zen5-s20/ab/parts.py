@@ -7,12 +7,7 @@ C, H = 2048, 7
 x = torch.randn(8, C, H, H)
 ca = torch.rand(8, C)
 sa = torch.rand(8, H * H)
-def t(f, n=1500):
-    for _ in range(50): f()
-    ts = []
-    for _ in range(n):
-        a = time.perf_counter(); f(); ts.append(time.perf_counter() - a)
-    ts.sort(); return ts[len(ts)//4] * 1e3
+from timer import p25_ms as t  # (this folder's timer.py)
 r = {
  "clone": t(lambda: x.clone()),
  "pool_hw avg": t(lambda: op.reduce_hw(x, None, None, None, None, None, False, 49.0, False)),
