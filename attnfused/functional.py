@@ -45,10 +45,8 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
             if t is not None:
                 raise ValueError(f"{name} must be None for the 'conv' gate (it has a single 1-D kernel, no bias)")
         return
-    check_weight("w1", w1, None, x)  # a Linear's [hidden, C] or a 1x1 conv's [hidden, C, 1, 1]
+    _check_matrix("w1", w1, None, c, x)
     hidden = w1.shape[0]
-    if w1.numel() != hidden * c or w1.dim() < 2:
-        raise ValueError(f"w1 must view as [hidden, {c}] (x has C={c}), got {tuple(w1.shape)}")
     _check_hidden(w1)
     if spec.gate == "linear":
         if hidden != c:
@@ -56,13 +54,33 @@ def _check_channel(x: Tensor, spec: ChannelSpec, w1, b1, w2, b2) -> None:
         if w2 is not None or b2 is not None:
             raise ValueError("w2 and b2 must be None for the 'linear' gate (one layer)")
     else:
-        check_weight("w2", w2, None, x)
-        if w2.shape[0] != c or w2.numel() != c * hidden:
-            raise ValueError(f"w2 must view as [{c}, {hidden}], got {tuple(w2.shape)}")
+        _check_matrix("w2", w2, c, hidden, x)
         if b2 is not None:
             check_weight("b2", b2, (c,), x)
     if b1 is not None:
         check_weight("b1", b1, (hidden,), x)
+
+
+def _check_matrix(name: str, w: object, rows: Optional[int], cols: int, x: Tensor) -> None:
+    """A Linear's weight ``[rows, cols]`` or a 1x1 conv's ``[rows, cols, 1, 1]`` (``rows`` None: any)."""
+    check_weight(name, w, None, x)
+    shape = tuple(w.shape)
+    if len(shape) not in (2, 4) or shape[2:] not in ((), (1, 1)) or shape[1] != cols or rows not in (None, shape[0]):
+        r = "hidden" if rows is None else rows
+        raise ValueError(
+            f"{name} must be a Linear's [{r}, {cols}] or a 1x1 conv's [{r}, {cols}, 1, 1] for x with C={x.shape[1]}, "
+            f"got {shape}"
+        )
+
+
+def _check_number(name: str, v: object) -> None:
+    """``bn_eps`` / ``bn_momentum``: plain numbers, as ``F.batch_norm`` takes them."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        hint = (
+            " (nn.BatchNorm2d's momentum=None, the cumulative average, is 1 / num_batches_tracked for each batch; "
+            "FusedAttention passes that)" if name == "bn_momentum" and v is None else ""
+        )
+        raise TypeError(f"{name} must be a number{hint}, got {v!r}")
 
 
 def _check_hidden(w1: Tensor) -> None:
@@ -107,14 +125,26 @@ def attention(
     check_x(x)
     if channel is None and spatial is None:
         raise ValueError("attention needs a channel spec, a spatial spec, or both")
+    # a weight without its stage's spec would be ignored: refuse it
+    if channel is None and any(t is not None for t in (w1, b1, w2, b2)):
+        raise ValueError("channel weights (w1, b1, w2, b2) given without a channel spec: pass channel=ChannelSpec(...)")
+    if spatial is None and any(t is not None for t in (sw, sb, bn_weight, bn_bias, bn_mean, bn_var)):
+        raise ValueError(
+            "spatial weights (sw, sb, bn_*) given without a spatial spec: pass spatial=SpatialSpec(...)"
+        )
     if channel is not None:
         _check_channel(x, channel, w1, b1, w2, b2)
     if spatial is not None:
         _check_spatial(x, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var)
+        if spatial.norm:
+            _check_number("bn_eps", bn_eps)
+            _check_number("bn_momentum", bn_momentum)
         n = x.shape[0] * x.shape[2] * x.shape[3]
-        if spatial.norm and (bn_train or bn_mean is None) and n <= 1:
-            # as nn.BatchNorm2d: batch statistics of a single value are meaningless
-            raise ValueError(f"the spatial BatchNorm in training needs more than 1 value (B*H*W = {n})")
+        if spatial.norm and (bn_train or bn_mean is None) and n == 1:
+            # as nn.BatchNorm2d: batch statistics of a single value are meaningless (an empty batch
+            # passes: an empty output, the running statistics untouched)
+            when = "in training" if bn_train else "without running statistics"
+            raise ValueError(f"the spatial BatchNorm {when} needs more than 1 value (B*H*W = 1)")
     return _run(
         x, channel, w1, b1, w2, b2, spatial, sw, sb, bn_weight, bn_bias, bn_mean, bn_var, bn_eps, bn_train, bn_momentum
     )
@@ -129,7 +159,7 @@ def _run(
     if use_reference(x):
         return reference.attention(x, *args, bn_momentum)
     y, moments = ops.attention(x, *args)
-    if moments is not None and bn_mean is not None:
+    if moments is not None and bn_mean is not None and x.shape[0] > 0:  # (F.batch_norm: none from no values)
         _update_running_stats(moments, bn_mean, bn_var, bn_momentum, x.shape[0] * x.shape[2] * x.shape[3])
     return y
 

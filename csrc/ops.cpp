@@ -160,7 +160,10 @@ std::tuple<Tensor, Tensor, Tensor> reduce(bool over_c, const Tensor& a, const Op
   Tensor mx = want_max ? at::empty({B, n}, fopts) : at::empty({0}, fopts);
   Tensor arg = want_max && !skip_arg ? at::empty({B, n}, fopts.dtype(at::kInt)) : at::empty({0}, fopts.dtype(at::kInt));
   if (a.numel() == 0) {
-    // Empty reductions: zero sums (as torch.sum), and no max to take; zero-size outputs only.
+    // Empty reductions: zero sums (as torch.sum); a max over an empty axis has no value (as
+    // torch.amax), so it is refused unless its output is empty too.
+    TORCH_CHECK(!want_max || sum.numel() == 0, "attnfused: the max over an empty axis (", over_c ? "C" : "H*W",
+                " = 0) has no value");
     sum.zero_();
     return {sum, mx, arg};
   }
@@ -662,6 +665,13 @@ struct ChannelStage {
   }
 };
 
+// The stages pool over C and H*W, and their gates need both: an empty batch is fine, an empty
+// channel or spatial axis (whose max and gate have no value) is refused.
+void check_stage_input(const Tensor& x, const char* op) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) > 0 && x.size(2) * x.size(3) > 0, "attnfused: ", op,
+              " takes x [B, C, H, W] with C >= 1 and H*W >= 1, got ", x.sizes());
+}
+
 // x as a [B, C, P] view, copied once where H and W do not merge (the stages' passes all read it).
 Tensor merged_view(const Tensor& x) { return hw_merges(x) ? x : x.contiguous(); }
 
@@ -691,6 +701,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> channel_stage
     const OptTensor& b2, int64_t act, int64_t gate_fn, bool want_arg, bool shared) {
   check_big(x, "x");
   TORCH_CHECK(x.is_cpu(), "attnfused: channel_stage runs on CPU tensors");
+  check_stage_input(x, "channel_stage");
   if (x.scalar_type() == at::kDouble) return channel_stage<double>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg, shared);
   return channel_stage<float>(x, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg, shared);
 }
@@ -756,6 +767,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     int64_t act, int64_t gate_fn, bool want_arg) {
   check_big(x, "x");
   TORCH_CHECK(x.is_cpu() && weight.is_cpu(), "attnfused: spatial_stage runs on CPU tensors");
+  check_stage_input(x, "spatial_stage");
+  TORCH_CHECK(at::isFloatingType(weight.scalar_type()), "attnfused: spatial_stage takes a floating-point weight, got ",
+              weight.scalar_type());
   TORCH_CHECK(maps_kind >= 0 && maps_kind <= 2, "attnfused: spatial_stage maps must be 0, 1 or 2, got ", maps_kind);
   if (x.scalar_type() == at::kDouble)
     return spatial_stage<double>(x, ca, weight, bias, maps_kind, hard, pool, conv, w1, b1, w2, b2, act, gate_fn, want_arg);

@@ -25,6 +25,8 @@ BAD_CONSTRUCTORS = [
     (lambda: attnfused.SpatialAttention(4), "kernel_size"),
     (lambda: attnfused.SpatialAttention(9), "kernel_size"),
     (lambda: attnfused.Spatial_Attention_Module(1), "kernel_size"),
+    (lambda: attnfused.SpatialAttention(7.0), "kernel_size"),
+    (lambda: attnfused.CBAMBlock("FC", 7.0, 8, 2), "kernel_size"),
     (lambda: attnfused.CBAMBlock("MLP", 7, 8, 2), "channel_attention_mode"),
     (lambda: attnfused.CBAMBlock("FC", 7, 8), "ratio"),
     (lambda: attnfused.CBAMBlock("FC", 7, None, 2), "channels"),
@@ -269,8 +271,28 @@ def test_bad_family_inputs():
         AF.attention(x, ChannelSpec(gate="linear"), w1)  # [4, 8] is not [C, C]
     with pytest.raises(ValueError, match="b1 must be None"):
         AF.attention(x, ChannelSpec(gate="conv"), torch.randn(1, 1, 3, device=DEVICE), b1=one)
-    with pytest.raises(ValueError, match="w1 must view"):
+    with pytest.raises(ValueError, match="w1 must be a Linear's"):
         AF.attention(x, ChannelSpec(), torch.randn(4, 8, 3, 3, device=DEVICE), w2=w2)
+    # shapes that only hold the right number of elements are refused, not reshaped
+    for bad1, bad2, name in [((2, 2, 8), (8, 4), "w1"), ((4, 1, 8), (8, 4), "w1"), ((4, 8), (8, 2, 2), "w2"),
+                             ((1, 8), (8,), "w2"), ((4, 8, 1), (8, 4), "w1")]:
+        with pytest.raises(ValueError, match=f"{name} must be a Linear's"):
+            AF.attention(x, ChannelSpec(), torch.randn(bad1, device=DEVICE), w2=torch.randn(bad2, device=DEVICE))
+    conv1, conv2 = w1[:, :, None, None], w2[:, :, None, None]  # 1x1 conv weights are taken
+    torch.testing.assert_close(AF.attention(x, ChannelSpec(), conv1, w2=conv2), AF.attention(x, ChannelSpec(), w1, w2=w2))
+    # a weight without its stage's spec would be ignored: refused
+    with pytest.raises(ValueError, match="without a channel spec"):
+        AF.attention(x, None, w1, None, w2, None, SpatialSpec(), torch.randn(1, 2, 3, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="without a spatial spec"):
+        AF.attention(x, ChannelSpec(), w1, None, w2, None, None, torch.randn(1, 2, 3, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="without a spatial spec"):
+        AF.attention(x, ChannelSpec(), w1, None, w2, None, None, None, None, one, one)
+    bn = dict(bn_weight=one, bn_bias=one, bn_mean=one.clone(), bn_var=one.clone(), bn_train=True)
+    with pytest.raises(TypeError, match="bn_momentum must be a number .*num_batches_tracked"):
+        AF.attention(x, spatial=SpatialSpec(norm=True), sw=torch.randn(1, 2, 3, 3, device=DEVICE), bn_momentum=None, **bn)
+    with pytest.raises(TypeError, match="bn_eps must be a number"):
+        AF.attention(x, spatial=SpatialSpec(norm=True), sw=torch.randn(1, 2, 3, 3, device=DEVICE), bn_eps="1e-5", **bn)
+    assert bn["bn_mean"].item() == 1 and bn["bn_var"].item() == 1  # refused before running
     with pytest.raises(ValueError, match="b2"):
         AF.attention(x, ChannelSpec(), w1, w2=w2, b2=torch.ones(4, device=DEVICE))
     sw2, sw1 = torch.randn(1, 2, 3, 3, device=DEVICE), torch.randn(1, 1, 3, 3, device=DEVICE)

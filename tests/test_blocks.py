@@ -126,6 +126,57 @@ def test_empty_batch(block, provider):
         assert p.grad is not None and torch.all(p.grad == 0)
 
 
+def test_empty_batch_with_spatial_batchnorm_in_training(provider):
+    """As nn.BatchNorm2d: an empty batch in training gives an empty output and leaves the running
+    statistics alone (one value, B*H*W = 1, is refused by both)."""
+    from attnfused import functional as AF
+    from attnfused.spec import ChannelSpec, SpatialSpec
+
+    w1, w2 = make_input((2, 5), torch.float32, "nchw", seed=1), make_input((5, 2), torch.float32, "nchw", seed=2)
+    sw = make_input((1, 2, 3, 3), torch.float32, "nchw", seed=3)
+    params = [t.requires_grad_(True) for t in (w1, w2, sw)]
+    for backend in ("reference", provider):
+        mean, var = torch.full((1,), 0.5, device=DEVICE), torch.full((1,), 2.0, device=DEVICE)
+        x = torch.zeros(0, 5, 4, 4, device=DEVICE, requires_grad=True)
+        with attnfused.use_backend(backend):
+            y = AF.attention(x, ChannelSpec(), w1, None, w2, None, SpatialSpec(norm=True), sw,
+                             bn_mean=mean, bn_var=var, bn_train=True)
+            y.sum().backward()
+        assert y.shape == x.shape and x.grad.shape == x.shape, backend
+        assert mean.item() == 0.5 and var.item() == 2.0, backend
+        for p in params:
+            assert p.grad is not None and torch.all(p.grad == 0), backend
+            p.grad = None
+    with attnfused.use_backend(provider), pytest.raises(ValueError, match="more than 1 value"):
+        AF.attention(torch.zeros(1, 5, 1, 1, device=DEVICE), spatial=SpatialSpec(norm=True), sw=sw.detach(),
+                     bn_mean=mean, bn_var=var, bn_train=True)
+
+
+@pytest.mark.parametrize("gate", ["fc", "linear"])
+def test_strided_biases(gate, provider):
+    """Biases that are strided views (a slice of a larger tensor) are read as they are."""
+    from attnfused import functional as AF
+    from attnfused.spec import ChannelSpec
+
+    c, hidden = 6, 6 if gate == "linear" else 3
+    x = make_input((2, c, 4, 5), torch.float32, "nchw")
+    w1 = make_input((hidden, c), torch.float32, "nchw", seed=1).requires_grad_(True)
+    w2 = make_input((c, hidden), torch.float32, "nchw", seed=2).requires_grad_(True) if gate == "fc" else None
+    b1_base = make_input((2 * hidden,), torch.float32, "nchw", seed=3).requires_grad_(True)
+    b2_base = make_input((2 * c,), torch.float32, "nchw", seed=4).requires_grad_(True) if gate == "fc" else None
+    dy = make_input(x.shape, torch.float32, "nchw", seed=5)
+    leaves = [t for t in (w1, w2, b1_base, b2_base) if t is not None]
+    out = {}
+    for backend in ("reference", provider):
+        with attnfused.use_backend(backend):
+            b1, b2 = b1_base[::2], None if b2_base is None else b2_base[1::2]
+            assert not b1.is_contiguous()
+            y = AF.attention(x, ChannelSpec(gate=gate), w1, b1, w2, b2)
+            out[backend] = (y, *torch.autograd.grad(y, leaves, dy))
+    for name, got, want in zip(("y", "w1", "w2", "b1", "b2"), out[provider], out["reference"]):
+        assert_close(got, want, torch.float32, name)
+
+
 def test_no_grad_and_inference_mode(provider):
     m = make_block("cbam_fc", 6, torch.float32)
     x = make_input((2, 6, 4, 5), torch.float32, "nchw")

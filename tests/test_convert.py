@@ -532,6 +532,20 @@ def test_spatial_batchnorm_variants(variant):
     x = _input((2, C, 5, 6))
     _compare(fused, orig, x, BLOCK_TOL, variant)
     _compare(fused, orig, x, BLOCK_TOL, variant + " (second step)")
+    # an input the op refuses is not counted as a batch (num_batches_tracked drives momentum=None)
+    fused.train()
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    with pytest.raises(ValueError, match="C="):
+        fused(_input((2, C + 1, 5, 6)))
+    for k, v in fused.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # an empty batch in training: an empty output, the statistics as nn.BatchNorm2d leaves them
+    orig.train()
+    empty = _input((0, C, 5, 6))
+    assert fused(empty).shape == orig(empty).shape == empty.shape
+    for (k, v), (k2, v2) in zip(fused.state_dict().items(), orig.state_dict().items()):
+        assert k == k2
+        torch.testing.assert_close(v, v2, **BLOCK_TOL, msg=lambda s: f"{variant} empty batch {k}: {s}")
 
 
 def test_fused_module_honours_backend():

@@ -71,11 +71,17 @@ def _x(*shape, dtype=torch.float32):
          "accumulation dtype"),
         (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3), None, 0, False, 0, True, _x(1, 1, 3)),
          "not both"),
+        (lambda: ops.reduce_hw(_x(2, 3, 0, 4), None, None, None, None, None, True, 1.0), "empty axis \\(H\\*W"),
+        (lambda: ops.reduce_c(_x(2, 0, 4, 4), None, None, True, 1.0), "empty axis \\(C"),
+        (lambda: ops.channel_stage(_x(2, 3, 0, 4), 1, True, _x(1, 1, 3), None, None, None, 0, 0, True), "H\\*W >= 1"),
+        (lambda: ops.spatial_stage(_x(2, 0, 4, 4), None, _x(1, 2, 3, 3), None, 0, False), "C >= 1"),
+        (lambda: ops.spatial_stage(_x(2, 3, 4, 4), _x(2, 3), _x(1, 2, 3, 3).int(), None, 0, False), "floating"),
     ],
     ids=["not-4d", "int-dtype", "x-shape", "small-numel", "small-dtype", "dm-without-amc", "max-of-dot",
          "non-contiguous", "dmax-without-amp", "like-dtype", "stage-even-kernel", "stage-maps-weight",
          "stage-maps-kind", "stage-ca-shape", "cstage-pool", "cstage-even-kernel", "cstage-no-w2",
-         "cstage-w2-shape", "cstage-act", "cstage-gate", "cstage-weight-dtype", "stage-ca-and-gate"],
+         "cstage-w2-shape", "cstage-act", "cstage-gate", "cstage-weight-dtype", "stage-ca-and-gate",
+         "max-over-empty-hw", "max-over-empty-c", "cstage-empty-hw", "stage-empty-c", "stage-int-weight"],
 )
 def test_ops_refuse_bad_input(call, match):
     if not extension_status()["built"]:

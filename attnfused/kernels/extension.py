@@ -114,7 +114,7 @@ class ExtensionProvider:
         """``F.conv2d(maps, weight, bias, padding=padding)`` for one output channel (the gates' thin
         convolutions, ``attnfused_C::gate_conv``), which :mod:`attnfused.ops._gates` uses when a
         provider has it."""
-        return self.ops.gate_conv(maps.contiguous(), weight.contiguous(), bias, padding[0], padding[1])
+        return self.ops.gate_conv(maps.contiguous(), weight.contiguous(), _dense(bias), padding[0], padding[1])
 
     def gate_conv_backward(
         self, dz: Tensor, maps: Tensor, weight: Tensor, padding: tuple[int, int], want_bias: bool
@@ -131,7 +131,7 @@ class ExtensionProvider:
         the stacked statistics ``[n*B, C]``, ``w`` the gate's weights (w1, b1, w2, b2, in the
         accumulation dtype), ``n`` how many statistics are stacked."""
         return self.ops.fc_gate(
-            s.contiguous(), w["w1"].contiguous(), w["b1"], w["w2"].contiguous(), w["b2"], n,
+            s.contiguous(), w["w1"].contiguous(), _dense(w["b1"]), w["w2"].contiguous(), _dense(w["b2"]), n,
             _ACTS.index(act), _GATE_FNS.index(gate_fn),
         )
 
@@ -247,18 +247,25 @@ class CPUExtensionProvider(ExtensionProvider):
         argmax (``amc`` and ``amp`` come back empty)."""
         kind = ("max_mean", "mean_max", "half_sum").index(maps)
         if channel is None:
-            return self.ops.spatial_stage(x, ca, weight, bias, kind, hard, want_arg=want_arg)[:5]
+            return self.ops.spatial_stage(x, ca, weight.contiguous(), _dense(bias), kind, hard, want_arg=want_arg)[:5]
         cs, w = channel
-        return self.ops.spatial_stage(x, None, weight, bias, kind, hard, *_channel_stage_args(cs, w), want_arg)
+        return self.ops.spatial_stage(
+            x, None, weight.contiguous(), _dense(bias), kind, hard, *_channel_stage_args(cs, w), want_arg
+        )
 
 
 def _channel_stage_args(cs, w: dict) -> tuple:
     """The channel gate's arguments of attnfused_C::channel_stage / spatial_stage (pool ... gate)."""
     fc = cs.gate == "fc"
     return (
-        ("avg", "max", "avgmax").index(cs.pool), not fc, w["w1"].contiguous(), w["b1"],
-        w["w2"].contiguous() if fc else None, w["b2"], _ACTS.index(cs.act), _GATE_FNS.index(cs.gate_fn),
+        ("avg", "max", "avgmax").index(cs.pool), not fc, w["w1"].contiguous(), _dense(w["b1"]),
+        w["w2"].contiguous() if fc else None, _dense(w["b2"]), _ACTS.index(cs.act), _GATE_FNS.index(cs.gate_fn),
     )
+
+
+def _dense(t: Optional[Tensor]) -> Optional[Tensor]:
+    """A small optional operand as the C++ ops take it: contiguous (a bias may be a strided view)."""
+    return None if t is None else t.contiguous()
 
 
 def stage_takes_gate(x: Tensor, cs, w: dict) -> bool:

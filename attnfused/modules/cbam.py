@@ -11,7 +11,7 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from .. import functional as AF
-from ._args import one_of
+from ._args import one_of, positive_int
 from .channel import ChannelAttentionConv, ChannelAttentionFC
 
 SPATIAL_KERNEL_SIZES = (3, 5, 7)
@@ -22,7 +22,7 @@ class SpatialAttention(nn.Module):
 
     def __init__(self, kernel_size: int) -> None:
         super().__init__()
-        k = one_of("kernel_size", kernel_size, SPATIAL_KERNEL_SIZES)
+        k = one_of("kernel_size", positive_int("kernel_size", kernel_size), SPATIAL_KERNEL_SIZES)
         self.conv = nn.Conv2d(2, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

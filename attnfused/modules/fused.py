@@ -76,28 +76,37 @@ class FusedAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         kwargs = {role: self._get(self.channel_paths, role) for role in _CHANNEL_ROLES}
+        bn = None
         if self.spatial_spec is not None:
             kwargs.update(sw=self._get(self.spatial_paths, "weight"), sb=self._get(self.spatial_paths, "bias"))
             bn = self._get(self.spatial_paths, "bn")
             if bn is not None:
                 kwargs.update(_batch_norm_args(bn))
         if self.fused_backend == "auto":
-            return AF.attention(x, self.channel_spec, spatial=self.spatial_spec, **kwargs)
-        with use_backend(self.fused_backend):
-            return AF.attention(x, self.channel_spec, spatial=self.spatial_spec, **kwargs)
+            y = AF.attention(x, self.channel_spec, spatial=self.spatial_spec, **kwargs)
+        else:
+            with use_backend(self.fused_backend):
+                y = AF.attention(x, self.channel_spec, spatial=self.spatial_spec, **kwargs)
+        if bn is not None and _counts_batches(bn):  # after the call: an input it refused is not counted
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+        return y
 
     def extra_repr(self) -> str:
         return f"original={self.original_class}, channel={self.channel_spec}, spatial={self.spatial_spec}"
 
 
+def _counts_batches(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    return bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
+
+
 def _batch_norm_args(bn: nn.modules.batchnorm._BatchNorm) -> dict:
     """What ``nn.BatchNorm2d.forward`` would use: batch statistics in training (or without running
-    statistics), the momentum (cumulative average when ``momentum is None``), and it counts the batch."""
+    statistics) and the momentum (cumulative average when ``momentum is None``: this batch counted,
+    which ``forward`` does once the op has taken the input)."""
     momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    if _counts_batches(bn) and bn.momentum is None:
+        momentum = 1.0 / (float(bn.num_batches_tracked) + 1.0)
     use_running = not bn.training or bn.track_running_stats
     return dict(
         bn_weight=bn.weight, bn_bias=bn.bias,

@@ -262,6 +262,8 @@ def _spatial_conv(maps: Tensor, w: dict, kern) -> Tensor:
 def _norm_stats(z: Tensor, w: dict) -> tuple[Tensor, Tensor]:
     """(mean, biased var) the BatchNorm uses: the batch's in training, else the running ones."""
     if w["bn_train"]:
+        if z.numel() == 0:  # an empty batch normalises nothing (and var() of nothing warns); unused
+            return z.new_zeros(()), z.new_ones(())
         return z.mean(), z.var(unbiased=False)
     return w["bn_mean"].reshape(()), w["bn_var"].reshape(())
 
