@@ -725,6 +725,7 @@ def _lookup(cls: type, reg, official_cbam: bool) -> Union[None, str, Callable[[n
 
 
 ALREADY = "already attnfused"
+SCRIPTED = "a TorchScript module (compiled code, whose modules cannot be swapped): convert before torch.jit.script"
 
 
 def recognize(module: nn.Module, *, official_cbam: bool = False) -> Union[Match, str, None]:
@@ -871,6 +872,7 @@ def convert(model: nn.Module, backend: str = "auto", *, official_cbam: bool = Fa
 
     def visit(parent: nn.Module, prefix: str) -> None:
         if isinstance(parent, torch.jit.ScriptModule):
+            report.skipped.append((prefix[:-1], type(parent).__name__, SCRIPTED))
             return
         for name, child in list(parent._modules.items()):
             if child is None:

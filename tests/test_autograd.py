@@ -182,10 +182,11 @@ def _family_matches_reference(case: str, provider: str) -> None:
 
 
 def test_spatial_batchnorm_in_training_refuses_a_single_value():
+    """As nn.BatchNorm2d: one value is refused; an empty batch is not (test_blocks.py runs it)."""
     kwargs = FAMILY["cbam_timm_bn_train"](4)
-    for shape in ((1, 4, 1, 1), (0, 4, 3, 3)):
-        with pytest.raises(ValueError, match="more than 1 value"):
-            AF.attention(torch.zeros(shape, dtype=torch.float64, device=DEVICE), **kwargs)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        AF.attention(torch.zeros((1, 4, 1, 1), dtype=torch.float64, device=DEVICE), **kwargs)
+    assert AF.attention(torch.zeros((0, 4, 3, 3), dtype=torch.float64, device=DEVICE), **kwargs).shape == (0, 4, 3, 3)
 
 
 # -- second derivatives ---------------------------------------------------------------------------

@@ -26,6 +26,22 @@ def test_bench_quick(tmp_path, capsys):
     assert isinstance(data["meta"]["cpu"], dict)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "0,4,4"], "C, H and W >= 1"),
+    (["--shape", "4,4"], "three integers"),
+    (["--batch", "-1"], "integer >= 1"),
+    (["--e2e-batch", "0"], "integer >= 1"),
+    (["--quick", "--shape", "64,4,4"], "--quick sets its own shape"),
+    (["--blocks", "se_avg", "eca", "--shape", "64,4,4", "8,4,4"], "se_avg at C=8: ratio=16 leaves no hidden units"),
+])
+def test_bench_refuses_bad_arguments_before_running(argv, message, capsys):
+    """Bad values end the run at once with argparse's usage error, not a traceback midway."""
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--no-traffic", "--malloc", "default"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cpu_facts_from_linux(tmp_path):
     """The CPU runs' metadata: the first processor's vendor, family, model and name, and cpu0's
     caches; nothing where Linux's files are absent."""

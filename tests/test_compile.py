@@ -121,3 +121,20 @@ def test_torch_export_with_dynamic_shapes(provider):
         for shape in ((2, 6, 5, 7), (3, 6, 4, 9)):
             x = make_input(shape, torch.float32, "nchw")
             assert_close(program.module()(x), m(x), torch.float32, f"y at {shape}")
+
+
+@pytest.mark.parametrize("block", ["se_max", "cbam_fc"])
+def test_fake_tensor_mode_outside_compile(block, provider):
+    """An eager call under FakeTensorMode (shape / memory estimates, as torch.compile's tracing
+    does it) runs the custom op's fake kernel: the providers' own ops have no fake versions."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    m = make_block(block, 6, torch.float32)
+    with attnfused.use_backend(provider), FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.randn(2, 6, 5, 7).to(memory_format=torch.channels_last).requires_grad_(True)
+        y = m(x)
+        y.sum().backward()
+    assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.shape == x.shape
+    for p in m.parameters():
+        assert p.grad is not None and p.grad.shape == p.shape

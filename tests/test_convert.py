@@ -451,6 +451,18 @@ def test_report_str_and_len():
     assert r.counts() == {"SEModule": 1}
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_scripted_modules_are_reported_not_entered():
+    """A TorchScript submodule's children cannot be swapped: it is listed as left alone, with why,
+    and the eager modules beside it are still converted."""
+    model = nn.Sequential(TvSE(16, 4), torch.jit.script(nn.Sequential(TvSE(16, 4))))
+    report = convert(model)
+    assert [n for n, _, _ in report.replaced] == ["0"]
+    assert [(n, why.split(" (")[0]) for n, _, why in report.skipped] == [("1", "a TorchScript module")]
+    whole = convert(torch.jit.script(nn.Sequential(TvSE(16, 4))))
+    assert not whole and [n for n, _, _ in whole.skipped] == [""]
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Single modules through the fused op
 # ---------------------------------------------------------------------------------------------

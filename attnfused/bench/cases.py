@@ -29,9 +29,22 @@ def minimal_bytes(numel: int, elem_size: int, mode: str) -> int:
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
-    """"C,H,W" or "C,HxW" -> (C, H, W)."""
+    """"C,H,W" or "C,HxW" -> (C, H, W), each at least 1."""
     parts = text.replace("x", ",").split(",")
-    if len(parts) != 3:
-        raise ValueError(f"shape must be C,H,W, got {text!r}")
-    c, h, w = (int(p) for p in parts)
+    try:
+        c, h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"shape must be C,H,W (three integers), got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise ValueError(f"shape must have C, H and W >= 1, got {text!r}")
     return c, h, w
+
+
+def block_refusal(block: str, channels: int) -> str | None:
+    """Why ``block`` cannot be built for ``channels`` (e.g. SE's ratio 16 leaves no hidden units
+    below 16 channels), or None."""
+    try:
+        BLOCKS[block](channels)
+    except ValueError as e:
+        return str(e)
+    return None

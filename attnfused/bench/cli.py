@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import kernels
-from .cases import BLOCKS, RESNET50_STAGES, parse_shape
+from .cases import BLOCKS, RESNET50_STAGES, block_refusal, parse_shape
 from .micro import default_impls, rows_as_dicts, run_group, stderr_progress
 from .report import metadata, micro_table, traffic_table, write_results
 from .timing import copy_bandwidth_gbs, keep_freed_memory
@@ -24,12 +24,29 @@ def available_providers(device: torch.device) -> list[str]:
     return [name for name in kernels.provider_names() if kernels.provider_available(name, device)]
 
 
+def _typed(parse):
+    """An argparse ``type`` whose ValueError message reaches the user (argparse would replace it)."""
+    def typed(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    typed.__name__ = parse.__name__
+    return typed
+
+
+def _positive_int(text: str) -> int:
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise ValueError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m attnfused.bench", description=__doc__)
     p.add_argument("--blocks", nargs="+", choices=list(BLOCKS), default=list(BLOCKS))
-    p.add_argument("--batch", nargs="+", type=int, default=[32, 128] if gpu else [8],
+    p.add_argument("--batch", nargs="+", type=_typed(_positive_int), default=None,
                    help="batch sizes (default: 32 128 on a GPU, 8 on CPU)")
-    p.add_argument("--shape", nargs="+", type=parse_shape, default=RESNET50_STAGES,
+    p.add_argument("--shape", nargs="+", type=_typed(parse_shape), default=None,
                    help="C,H,W per shape (default: the four ResNet-50 stages)")
     p.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"] if gpu else ["fp32"])
     p.add_argument("--fp16", action="store_true", help="add fp16 to the dtypes")
@@ -51,12 +68,14 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     p.add_argument("--e2e-modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     p.add_argument("--e2e-precision", nargs="+", choices=["fp32", "bf16-autocast"],
                    default=["bf16-autocast", "fp32"] if gpu else ["fp32"])
-    p.add_argument("--e2e-batch", type=int, default=64 if gpu else 2)
-    p.add_argument("--e2e-image", type=int, default=224 if gpu else 64)
+    p.add_argument("--e2e-batch", type=_typed(_positive_int), default=64 if gpu else 2)
+    p.add_argument("--e2e-image", type=_typed(_positive_int), default=224 if gpu else 64)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop starting new rows (micro and e2e) after this many minutes; GPU time is boxed")
     p.add_argument("--quick", action="store_true",
-                   help="tiny smoke configuration (one block, one small shape, forward only)")
+                   help="tiny smoke configuration: the first of --blocks, --dtype and --layout, shape 16,8,8 at "
+                   "batch 2, forward only, no torch.compile unless --compile-modes names some (takes no "
+                   "--shape or --batch)")
     p.add_argument("--malloc", choices=["keep", "default"], default="keep",
                    help="CPU runs: 'keep' (default) makes glibc malloc keep freed memory in the process, so "
                    "that no implementation's timing depends on page faults of re-mmap'd tensors; 'default' "
@@ -64,6 +83,12 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.fp16 and "fp16" not in args.dtype:
         args.dtype.append("fp16")
+    if args.quick and (args.shape is not None or args.batch is not None):
+        p.error("--quick sets its own shape and batch: drop --shape / --batch, or --quick")
+    if args.batch is None:
+        args.batch = [32, 128] if gpu else [8]
+    if args.shape is None:
+        args.shape = RESNET50_STAGES
     if args.quick:
         args.blocks, args.batch, args.shape = args.blocks[:1], [2], [(16, 8, 8)]
         args.dtype, args.layout, args.mode = args.dtype[:1], args.layout[:1], ["fwd"]
@@ -71,6 +96,10 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
         args.e2e = gpu and not args.quick
     if args.compile_modes is None:
         args.compile_modes = [] if args.quick else ["default", "max-autotune-no-cudagraphs"] if gpu else ["default"]
+    # a block that cannot take a shape's channel count would end the run midway: say so now
+    refused = {f"{b} at C={c}: {why}" for b in args.blocks for c, _, _ in args.shape if (why := block_refusal(b, c))}
+    if refused:
+        p.error("these blocks cannot be built for these shapes (pick other --blocks or --shape): " + "; ".join(sorted(refused)))
     return args
 
 
@@ -83,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             "attnfused.bench: no GPU here. Timing eager and torch.compile on CPU"
             + (f" and the attnfused providers {providers}" if providers
                else " (attnfused._C is not built, so there is no fused CPU provider to time)")
-            + "; the Triton kernels' GPU timings need a GPU. The traffic report below counts their bytes "
-            "in the Triton interpreter.",
+            + "; the Triton kernels' GPU timings need a GPU."
+            + ("" if args.no_traffic else " The traffic report below counts their bytes in the Triton interpreter."),
             file=sys.stderr,
         )
     malloc = keep_freed_memory() if device.type == "cpu" and args.malloc == "keep" else None

@@ -48,6 +48,12 @@ from ..kernels._layout import acc_dtype, empty_output
 from ..spec import ChannelSpec, SpatialSpec
 from . import _gates
 
+try:  # FakeTensors (torch.compile's tracing, FakeTensorMode): the custom op's fake kernel answers
+    from torch._subclasses.fake_tensor import is_fake
+except ImportError:  # pragma: no cover (every torch this package supports has it)
+    def is_fake(t: Tensor) -> bool:
+        return False
+
 __all__ = ["attention"]
 
 # Outputs of the forward op after y: what backward needs (small; absent stages give empty tensors),
@@ -459,7 +465,9 @@ def attention(
         sw, sb, bn_weight, bn_bias, bn_mean, bn_var, float(bn_eps), bool(bn_train),
     )
     uses_batch_stats = spatial is not None and spatial.norm and (bn_train or bn_mean is None)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or is_fake(x):
+        # (a FakeTensor outside torch.compile, e.g. a FakeTensorMode shape / memory estimate: the
+        # custom op's fake kernel answers, where the provider's kernels have no fake versions)
         out = _attention_fwd(*inputs)
         return out[0], (out[-1] if uses_batch_stats else None)
     if not _needs_grad(x, w1, b1, w2, b2, sw, sb, bn_weight, bn_bias):
