@@ -63,7 +63,8 @@ struct EightRows {
 // processes (2 each, Zen 5 VM), ms: CBAM (every term) 0.269 / 0.158-0.160; SE avg / ECA 0.113-0.116 /
 // 0.080, SE max 0.111-0.112 / 0.093. CBAM's only: inside the blocks' forward + backward (perf
 // samples, 3000 / 1500 steps) ECA's dx took 5-10% more than backward_rows' (1150 / 1065 against
-// 1043 / 1027), CBAM Conv's 28% less (829 against 1149).
+// 1043 / 1027), CBAM Conv's 28% less (829 against 1149). In one process (session 21, see
+// short_scale_rows): SE's / ECA's forward + backward with it -2% to +16% (SE max 2.44 / 2.10 ms).
 template <bool kCa, bool kAvg, bool kMax>
 AF_VEC void short_backward_rows(const float* in, int64_t sb, float* out, int64_t ob, const Terms<float> t,
                                 int64_t begin, int64_t end, int64_t C, int64_t P) {
@@ -256,7 +257,11 @@ void copy_tiles(const PointwiseArgs<acc_t>& w) {
 // clone 0.071; 0.149 -> 0.085 with x at other offsets), but inside their forward + backward it took
 // 25-30% more samples than scale_rows (perf, ECA at 8 x 2048 x 7^2, one thread, 3000 steps, two
 // processes each: 1303 / 1204 against 1005 / 950; cause not found), while CBAM's x * ca * sa took
-// 14% fewer there (636 against 738).
+// 14% fewer there (636 against 738). Again in one process (session 21, a run-time switch, 40
+// alternating rounds of 50 steps, 25th percentiles, same bits): the 8-row x * ca made SE's / ECA's
+// no-grad forward 3-7% faster, but their forward + backward 0.5-11% slower (SE avg 2.02 / 1.81 ms,
+// ECA 1.10 / 1.00, SE max 2.36 / 2.34); alone, with x at 16 offsets mod 4 KiB from y, it was 20%
+// faster at every one (0.080-0.083 / 0.099-0.104 ms), so not 4K aliasing. Still not found.
 AF_VEC void short_scale_rows(const float* in, int64_t sb, float* out, int64_t ob, const float* ca, const float* sa,
                              int64_t begin, int64_t end, int64_t C, int64_t P) {
   using V = Vec<float>::V;
