@@ -465,9 +465,10 @@ def attention(
         sw, sb, bn_weight, bn_bias, bn_mean, bn_var, float(bn_eps), bool(bn_train),
     )
     uses_batch_stats = spatial is not None and spatial.norm and (bn_train or bn_mean is None)
-    if torch.compiler.is_compiling() or is_fake(x):
+    if torch.compiler.is_compiling() or (type(x) is not Tensor and is_fake(x)):
         # (a FakeTensor outside torch.compile, e.g. a FakeTensorMode shape / memory estimate: the
-        # custom op's fake kernel answers, where the provider's kernels have no fake versions)
+        # custom op's fake kernel answers, where the provider's kernels have no fake versions;
+        # is_fake takes 1.5 us, the type test 0.03 and passes plain tensors)
         out = _attention_fwd(*inputs)
         return out[0], (out[-1] if uses_batch_stats else None)
     if not _needs_grad(x, w1, b1, w2, b2, sw, sb, bn_weight, bn_bias):
