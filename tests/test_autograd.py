@@ -134,6 +134,36 @@ def test_opcheck_backward_op(case, provider):
         torch.library.opcheck(torch.ops.attnfused.attention_backward.default, (dy, *args, *saved[:-1]))
 
 
+def test_opcheck_backward_op_with_weights_in_another_dtype(provider):
+    """fp32 weights with fp64 x: the backward op returns their gradients in fp32, as its fake kernel
+    says (eager autograd would cast a wrong dtype back silently; the op's contract would not)."""
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    w1, w2 = torch.randn(4, 8, device=DEVICE), torch.randn(8, 4, device=DEVICE)
+    args = (x, ChannelSpec().encode(), w1, None, w2, None, "", None, None, None, None, None, None, 1e-5, False)
+    with attnfused.use_backend(provider):
+        y, *saved = torch.ops.attnfused.attention(*args)
+        grads = torch.ops.attnfused.attention_backward(torch.ones_like(y), *args, *saved[:-1])
+        assert grads[1].dtype == grads[3].dtype == torch.float32
+        torch.library.opcheck(torch.ops.attnfused.attention_backward.default, (torch.ones_like(y), *args, *saved[:-1]))
+
+
+def test_hard_sigmoid_gradient_is_zero_at_the_kinks(provider):
+    """Logits exactly at +-3 (integer weights and biases reach them): eager's hardsigmoid' is 0 there."""
+    c = 4
+    x = torch.randn(2, c, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    x.requires_grad_(True)
+    w1 = torch.zeros(c, c, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    b1 = torch.tensor([3.0, -3.0, 3.0, -3.0], dtype=torch.float64, device=DEVICE, requires_grad=True)
+    spec = ChannelSpec(gate="linear", gate_fn="hard_sigmoid")
+    out = {}
+    for backend in ("reference", provider):
+        with attnfused.use_backend(backend):
+            out[backend] = torch.autograd.grad(AF.attention(x, spec, w1, b1).sum(), (x, w1, b1))
+    torch.testing.assert_close(out[provider][0], out["reference"][0])
+    for name, got, want in zip(("w1", "b1"), out[provider][1:], out["reference"][1:]):
+        assert torch.equal(got, want), name  # zero rows where the logit sits on a kink
+
+
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -186,6 +216,10 @@ def test_spatial_batchnorm_in_training_refuses_a_single_value():
     kwargs = FAMILY["cbam_timm_bn_train"](4)
     with pytest.raises(ValueError, match="more than 1 value"):
         AF.attention(torch.zeros((1, 4, 1, 1), dtype=torch.float64, device=DEVICE), **kwargs)
+    # in eval without running statistics the BatchNorm uses batch statistics too
+    no_stats = {**kwargs, "bn_mean": None, "bn_var": None, "bn_train": False}
+    with pytest.raises(ValueError, match="without running statistics needs more than 1 value"):
+        AF.attention(torch.zeros((1, 4, 1, 1), dtype=torch.float64, device=DEVICE), **no_stats)
     assert AF.attention(torch.zeros((0, 4, 3, 3), dtype=torch.float64, device=DEVICE), **kwargs).shape == (0, 4, 3, 3)
 
 

@@ -271,7 +271,26 @@ OUT_OF_FAMILY = [
     ("tv_se_tanh", lambda: TvSE(C, 8, scale_activation=nn.Tanh), "gate scale_activation=Tanh"),
     ("official_cbam_lse", lambda: CBAM(C, 4, pool_types=["avg", "lse"]), "pool_types"),
     ("official_cbam_twice_avg", lambda: CBAM(C, 4, pool_types=["avg", "avg"]), "pool_types"),
+    # modules edited after construction (forks, hand-made variants): the checks no constructor reaches
+    ("timm_eca_biased_conv", lambda: _edited(timm_eca.EcaModule(kernel_size=3), "conv",
+                                             nn.Conv1d(1, 1, 3, padding=1, bias=True)), "conv has a bias"),
+    ("timm_ceca_padding", lambda: _edited(timm_eca.CecaModule(kernel_size=3), "padding", 0),
+     "circular padding 0 is not"),
+    ("timm_cbam_bn_act", lambda: _edited(timm_cbam.CbamModule(C), "spatial.conv.bn.act", nn.ReLU()),
+     "BatchNormAct2d has act=ReLU"),
+    ("official_cbam_spatial_relu", lambda: _edited(CBAM(C, 4), "SpatialGate.spatial.relu", nn.ReLU()),
+     "BasicConv has relu=True"),
 ]
+
+
+def _edited(m: nn.Module, path: str, value) -> nn.Module:
+    """``m`` with the attribute at dotted ``path`` replaced by ``value``."""
+    *parents, name = path.split(".")
+    owner = m
+    for p in parents:
+        owner = getattr(owner, p)
+    setattr(owner, name, value)
+    return m
 
 
 def _scaled(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -558,6 +577,36 @@ def test_spatial_batchnorm_variants(variant):
     for (k, v), (k2, v2) in zip(fused.state_dict().items(), orig.state_dict().items()):
         assert k == k2
         torch.testing.assert_close(v, v2, **BLOCK_TOL, msg=lambda s: f"{variant} empty batch {k}: {s}")
+
+
+def test_spatial_batchnorm_cumulative_average_over_different_batches():
+    """momentum=None: the running statistics after two different batches (1/1 then 1/2) as eager's."""
+    _require_fused()
+    orig = timm_cbam.CbamModule(C, spatial_kernel_size=3)
+    orig.spatial.conv.bn = nn.BatchNorm2d(1, momentum=None)
+    orig = _scaled(orig).train()
+    fused = convert_module(copy.deepcopy(orig), backend="triton").train()
+    for seed in (1, 2):
+        x = _input((2, C, 5, 6), seed=seed)
+        orig(x), fused(x)
+    for (k, v), (k2, v2) in zip(fused.state_dict().items(), orig.state_dict().items()):
+        assert k == k2
+        torch.testing.assert_close(v, v2, **BLOCK_TOL, msg=lambda s: f"{k}: {s}")
+
+
+def test_spatial_batchnorm_eval_uses_kept_running_stats_after_tracking_is_switched_off():
+    """Buffers kept, ``track_running_stats`` turned off afterwards: eager's eval still normalises
+    with the running statistics."""
+    _require_fused()
+    orig = _scaled(timm_cbam.CbamModule(C, spatial_kernel_size=3))
+    bn = orig.spatial.conv.bn
+    with torch.no_grad():
+        bn.running_mean.fill_(0.3), bn.running_var.fill_(2.0)
+    bn.track_running_stats = False
+    orig.eval()
+    fused = convert_module(copy.deepcopy(orig), backend="triton").eval()
+    x = _input((2, C, 5, 6))
+    torch.testing.assert_close(fused(x), orig(x), **BLOCK_TOL)
 
 
 def test_fused_module_honours_backend():
