@@ -80,8 +80,12 @@ FAMILY = {
     # the widest circular kernel torch's padding takes: 2C + 1, each side wrapping all C channels
     "ceca_wrap": lambda c: dict(channel=ChannelSpec(gate="conv", conv_padding="circular"), w1=_r(1, 1, 2 * c + 1)),
     "spatial": lambda c: dict(spatial=SpatialSpec(), sw=_r(1, 2, 3, 3, seed=5)),
-    "cbam_fc": lambda c: dict(channel=ChannelSpec(pool="avgmax"), w1=_r(2, c, scale=2), w2=_r(c, 2, seed=1, scale=2),
+    # biases with the avgmax pool: b2 enters the logit once per pooled map (n = 2), b1 once per map
+    "cbam_fc": lambda c: dict(channel=ChannelSpec(pool="avgmax"), w1=_r(2, c, scale=2), b1=_r(2, seed=2),
+                              w2=_r(c, 2, seed=1, scale=2), b2=_r(c, seed=4),
                               spatial=SpatialSpec(), sw=_r(1, 2, 3, 3, seed=5)),
+    "linear_avgmax_bias": lambda c: dict(channel=ChannelSpec(gate="linear", pool="avgmax"),
+                                         w1=_r(c, c, 1, 1, scale=2), b1=_r(c, seed=2)),
     "cbam_conv": lambda c: dict(channel=ChannelSpec(gate="conv", pool="avgmax"), w1=_r(1, 1, 3, scale=2),
                                 spatial=SpatialSpec(), sw=_r(1, 2, 5, 5, seed=5)),
     "cbam_timm_bn_train": lambda c: dict(
