@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from attnfused.bench.cli import main
 
@@ -31,6 +32,8 @@ def test_bench_quick(tmp_path, capsys):
     (["--shape", "4,4"], "three integers"),
     (["--batch", "-1"], "integer >= 1"),
     (["--e2e-batch", "0"], "integer >= 1"),
+    (["--e2e-seconds", "-1"], "finite number >= 0"),
+    (["--e2e-seconds", "nan"], "finite number >= 0"),
     (["--quick", "--shape", "64,4,4"], "--quick sets its own shape"),
     (["--blocks", "se_avg", "eca", "--shape", "64,4,4", "8,4,4"], "se_avg at C=8: ratio=16 leaves no hidden units"),
 ])
@@ -127,3 +130,125 @@ def test_summary_renders_committed_results_and_failures(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert summary.main([str(tmp_path / "empty")]) == 2
     assert "no bench results" in capsys.readouterr().err
+
+
+def test_e2e_rows_are_timed_in_rotating_rounds(monkeypatch):
+    """e2e.run times one (precision, mode)'s rows together: each round runs every row once, starting
+    one row later than the round before; a row's ms is the median of its rounds; the overhead share
+    comes from rows timed side by side, and is "noise" where the blocks' cost is within the spread."""
+    import statistics
+
+    from torch import nn
+
+    from attnfused.bench import e2e
+
+    assert e2e._plain_impls(["attnfused"]) == ["eager"] and e2e._plain_impls(["compile"]) == ["compile"]
+    assert e2e._plain_impls(["eager", "compile+attnfused"]) == ["eager", "compile"]
+
+    def tiny(name):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        model.tag = name
+        return model
+
+    order = []
+    cost = {("plain", "reference"): 100.0, ("se", "reference"): 150.0, ("se", "auto"): 120.0,
+            ("eca", "reference"): 100.5, ("eca", "auto"): 100.0}
+
+    def fake_step_fn(model, x, target, mode, precision, backend):
+        def step():
+            return None
+        step.key = (model.tag, backend)
+        return step
+
+    given = []
+
+    def fake_timed(step, device):
+        order.append(step.key)
+        given.append(cost[step.key] + (len(order) % 3))  # jitter 0-2 ms: IQR 1-2 ms per row
+        return given[-1]
+
+    monkeypatch.setattr(e2e, "resnet50_with", tiny)
+    monkeypatch.setattr(e2e, "_step_fn", fake_step_fn)
+    monkeypatch.setattr(e2e, "_timed_step", fake_timed)
+    rows = e2e.run(torch.device("cpu"), ["plain", "se", "eca"], ["eager", "attnfused"], ["infer"], ["fp32"],
+                   batch=1, image=2, progress=lambda s: None, min_time_s=0.0)
+    keys = [("plain", "reference"), ("se", "reference"), ("se", "auto"), ("eca", "reference"), ("eca", "auto")]
+    n = len(keys)
+    warm, timed = order[:2 * n], order[2 * n:]  # two warm-up steps row by row (no peak probe on CPU)
+    assert warm == [k for k in keys for _ in range(2)]
+    assert len(timed) == e2e.MIN_ROUNDS * n
+    for r in range(e2e.MIN_ROUNDS):
+        assert timed[r * n:(r + 1) * n] == keys[r % n:] + keys[:r % n]
+    by = {(r["model"], r["impl"]): r for r in rows}
+    assert all(r["rounds"] == e2e.MIN_ROUNDS and r["error"] is None for r in rows)
+    plain = sorted(t for k, t in zip(timed, given[2 * n:]) if k == keys[0])
+    assert by["plain", "eager"]["ms"] == statistics.median(plain) and by["plain", "eager"]["ms_iqr"] <= 2
+    removed = by["se", "attnfused"]["overhead_removed"]
+    assert 0.55 < removed < 0.65 and by["se", "eager"]["overhead_removed"] == 0
+    assert by["eca", "attnfused"]["overhead_removed"] is None and by["eca", "attnfused"]["overhead_note"] == "noise"
+    text = e2e.table(rows)
+    assert "noise" in text and "IQR" in text
+
+
+def test_e2e_deadline_skips_rows_not_built(monkeypatch):
+    """Past the deadline no row is built: each is reported as skipped, none is timed."""
+    from attnfused.bench import e2e
+
+    def boom(*a, **k):
+        raise AssertionError("a skipped row was built")
+
+    monkeypatch.setattr(e2e, "resnet50_with", boom)
+    rows = e2e.run(torch.device("cpu"), ["plain", "se"], ["eager"], ["train"], ["fp32"], batch=1, image=2,
+                   progress=lambda s: None, deadline=0.0)
+    assert [(r["model"], r["impl"], r["error"]) for r in rows] == [
+        ("plain", "eager", "skipped: time budget"), ("se", "eager", "skipped: time budget")]
+
+
+def test_e2e_runs_real_resnet50_steps():
+    """The real path once, tiny: plain and SE ResNet-50, eager and attnfused, a training step each."""
+    pytest.importorskip("torchvision")
+    from attnfused.bench import e2e
+
+    rows = e2e.run(torch.device("cpu"), ["plain", "se"], ["eager", "attnfused"], ["train"], ["fp32"],
+                   batch=2, image=32, progress=lambda s: None, min_time_s=0.0)
+    assert [(r["model"], r["impl"]) for r in rows] == [("plain", "eager"), ("se", "eager"), ("se", "attnfused")]
+    assert all(r["error"] is None and r["ms"] > 0 and r["rounds"] == e2e.MIN_ROUNDS for r in rows)
+
+
+def test_cpu_micro_rows_take_turns(monkeypatch):
+    """On CPU a group's contenders are timed in CPU_ROUNDS rotating rounds; each row's ms is the
+    median of its rounds (and the speed-ups come from those medians)."""
+    import statistics
+
+    from attnfused.bench import micro
+
+    made = micro._make_call
+
+    def tagged(m, impl, x, dy, mode):
+        call = made(m, impl, x, dy, mode)
+
+        def run():
+            return call()
+        run.impl = impl.name
+        return run
+
+    order, given = [], {}
+
+    def fake_time_ms(call, device, min_time_s=1.0, max_reps=100):
+        assert min_time_s == micro.CPU_ROUND_S
+        order.append(call.impl)
+        given.setdefault(call.impl, []).append((2.0 if call.impl == "eager" else 1.0) + len(order) % 4)
+        return given[call.impl][-1]
+
+    monkeypatch.setattr(micro, "_make_call", tagged)
+    monkeypatch.setattr(micro, "time_ms", fake_time_ms)
+    impls = micro.default_impls(torch.device("cpu"), ["cpu"], [])
+    rows = micro.run_group("se_avg", 2, (32, 3, 3), torch.float32, "nchw", "fwd", impls, torch.device("cpu"),
+                           10.0, lambda s: None)
+    names = [i.name for i in impls]
+    assert names == ["eager", "attnfused:cpu"]
+    assert order == [names[(r + i) % 2] for r in range(micro.CPU_ROUNDS) for i in range(2)]
+    by = {r.impl: r for r in rows}
+    for name in names:
+        assert by[name].ms == statistics.median(given[name]) and by[name].error is None
+    assert by["attnfused:cpu"].speedup_vs_eager == by["eager"].ms / by["attnfused:cpu"].ms

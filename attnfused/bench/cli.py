@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m attnfused.bench", description=__doc__)
     p.add_argument("--blocks", nargs="+", choices=list(BLOCKS), default=list(BLOCKS))
@@ -70,6 +80,9 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
                    default=["bf16-autocast", "fp32"] if gpu else ["fp32"])
     p.add_argument("--e2e-batch", type=_typed(_positive_int), default=64 if gpu else 2)
     p.add_argument("--e2e-image", type=_typed(_positive_int), default=224 if gpu else 64)
+    p.add_argument("--e2e-seconds", type=_typed(_nonnegative_float), default=10.0,
+                   help="time each (precision, mode)'s rows, interleaved round by round, for at least this "
+                   "many seconds (and at least 5 rounds, at most 20)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop starting new rows (micro and e2e) after this many minutes; GPU time is boxed")
     p.add_argument("--quick", action="store_true",
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import e2e
 
         e2e_rows = e2e.run(device, args.e2e_models, args.e2e_impls, args.e2e_modes, args.e2e_precision,
-                           args.e2e_batch, args.e2e_image, stderr_progress(0), deadline)
+                           args.e2e_batch, args.e2e_image, stderr_progress(0), deadline, args.e2e_seconds)
 
     traffic = None
     if not args.no_traffic:

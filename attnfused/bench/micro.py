@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -83,6 +84,19 @@ def _peak_mb(call: Callable[[], object], device: torch.device) -> Optional[float
     return peak / 2**20
 
 
+# CPU: a group's contenders take turns, CPU_ROUNDS rounds of CPU_ROUND_S seconds each (the order
+# rotating), and a row's time is the median of its rounds' medians. Timed one after another, each for
+# a second, the rows of a group took the shared VM's drift with them: SE max's forward at 8 x 1024 x
+# 14^2 read 0.73x torch.compile's in one run (benchmarks/results/cpu-2026-12-08-zen3-s22/) and
+# 1.0-1.2x with the two timed side by side in one process. A GPU keeps do_bench's one measurement.
+CPU_ROUNDS, CPU_ROUND_S = 5, 0.2
+
+
+def error_text(e: Exception) -> str:
+    """A failed contender's report: the exception's type and first line."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
 def run_group(
     block: str, batch: int, chw: tuple[int, int, int], dtype: torch.dtype, layout: str, mode: str,
     impls: list[Impl], device: torch.device, copy_gbs: float, progress: Callable[[str], None],
@@ -96,20 +110,38 @@ def run_group(
         x = x.to(memory_format=torch.channels_last)
     dy = torch.randn_like(x)
     nbytes = minimal_bytes(x.numel(), x.element_size(), mode)
-    rows = []
+    rows, calls = [], []
     for impl in impls:
         row = Row(block, batch, c, h, w, str(dtype).replace("torch.", ""), layout, mode, impl.name)
+        rows.append(row)
         try:
             call = _make_call(m, impl, x, dy, mode)
-            row.ms = time_ms(call, device)
-            row.gbs = nbytes / (row.ms * 1e-3) / 1e9
-            row.frac_copy = row.gbs / copy_gbs if copy_gbs else None
-            if mode == "fwdbwd":
-                row.peak_mb = _peak_mb(call, device)
-        except Exception as e:  # a contender that fails is reported, not fatal to the run
-            row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            call()  # (compiles; a contender that fails here is reported, not fatal to the run)
+            calls.append((row, call))
+        except Exception as e:
+            row.error = error_text(e)
+    rounds = CPU_ROUNDS if device.type == "cpu" else 1
+    times: dict[int, list[float]] = {id(row): [] for row, _ in calls}
+    for r in range(rounds if calls else 0):
+        k = r % len(calls)
+        for row, call in calls[k:] + calls[:k]:
+            if row.error is None:
+                try:
+                    times[id(row)].append(time_ms(call, device, **({"min_time_s": CPU_ROUND_S} if rounds > 1 else {})))
+                except Exception as e:
+                    row.error = error_text(e)
+    for row, call in calls:
+        if row.error is None:
+            try:
+                row.ms = statistics.median(times[id(row)])
+                row.gbs = nbytes / (row.ms * 1e-3) / 1e9
+                row.frac_copy = row.gbs / copy_gbs if copy_gbs else None
+                if mode == "fwdbwd":
+                    row.peak_mb = _peak_mb(call, device)
+            except Exception as e:
+                row.error = error_text(e)
+    for row in rows:
         progress(_progress_line(row))
-        rows.append(row)
     by = {r.impl: r.ms for r in rows}
     for r in rows:
         if r.ms is None:

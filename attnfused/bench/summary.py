@@ -92,7 +92,8 @@ def micro_tables(rows: list[dict]) -> list[str]:
 
 
 def e2e_table(rows: list[dict]) -> str:
-    head = ["model", "impl", "mode", "precision", "batch", "images/s", "ms", "peak MB", "block overhead removed"]
+    head = ["model", "impl", "mode", "precision", "batch", "images/s", "ms", "IQR ms", "peak MB",
+            "block overhead removed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         removed = None if r.get("overhead_removed") is None else 100 * r["overhead_removed"]
@@ -100,8 +101,8 @@ def e2e_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             r["model"], r["impl"], r["mode"], r["precision"], str(r["batch"]),
             "failed: " + fails.split(":")[0] if fails else _num(r["images_per_s"], 1),
-            "" if fails else _num(r["ms"], 1), _num(r.get("peak_mb"), 0),
-            "" if removed is None else f"{removed:.0f}%",
+            "" if fails else _num(r["ms"], 1), "" if fails else _num(r.get("ms_iqr"), 1), _num(r.get("peak_mb"), 0),
+            r.get("overhead_note") or "" if removed is None else f"{removed:.0f}%",
         ]) + " |")
     return "\n".join(lines)
 
