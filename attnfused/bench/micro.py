@@ -120,14 +120,14 @@ def run_group(
             calls.append((row, call))
         except Exception as e:
             row.error = error_text(e)
-    rounds = CPU_ROUNDS if device.type == "cpu" else 1
+    rounds, per_round = (CPU_ROUNDS, {"min_time_s": CPU_ROUND_S}) if device.type == "cpu" else (1, {})
     times: dict[int, list[float]] = {id(row): [] for row, _ in calls}
     for r in range(rounds if calls else 0):
         k = r % len(calls)
         for row, call in calls[k:] + calls[:k]:
             if row.error is None:
                 try:
-                    times[id(row)].append(time_ms(call, device, **({"min_time_s": CPU_ROUND_S} if rounds > 1 else {})))
+                    times[id(row)].append(time_ms(call, device, **per_round))
                 except Exception as e:
                     row.error = error_text(e)
     for row, call in calls:
