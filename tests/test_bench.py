@@ -204,6 +204,30 @@ def test_e2e_deadline_skips_rows_not_built(monkeypatch):
         ("plain", "eager", "skipped: time budget"), ("se", "eager", "skipped: time budget")]
 
 
+def test_e2e_deadline_stops_the_rounds(monkeypatch):
+    """Rows built before the deadline are timed; once it passes no new round starts (round 0 always
+    runs, so each row gets one step)."""
+    import time
+
+    from torch import nn
+
+    from attnfused.bench import e2e
+
+    calls = []
+
+    def fake_timed(step, device):
+        calls.append(step)
+        if len(calls) > 4:  # past the two warm-up steps of each row: each measured step takes 0.6 s
+            time.sleep(0.6)
+        return 1.0
+
+    monkeypatch.setattr(e2e, "resnet50_with", lambda name: nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+    monkeypatch.setattr(e2e, "_timed_step", fake_timed)
+    rows = e2e.run(torch.device("cpu"), ["plain", "se"], ["eager"], ["infer"], ["fp32"], batch=1, image=2,
+                   progress=lambda s: None, deadline=time.monotonic() + 1.0, min_time_s=0.0)
+    assert [(r["model"], r["error"], r["rounds"]) for r in rows] == [("plain", None, 1), ("se", None, 1)]
+
+
 def test_e2e_runs_real_resnet50_steps():
     """The real path once, tiny: plain and SE ResNet-50, eager and attnfused, a training step each."""
     pytest.importorskip("torchvision")

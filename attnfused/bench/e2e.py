@@ -19,6 +19,7 @@ from torch import nn
 import attnfused
 
 from .micro import error_text
+from .timing import peak_mb, take_turns
 
 ATTENTION: dict[str, Optional[Callable[[int], nn.Module]]] = {
     "plain": None,
@@ -106,19 +107,6 @@ def _timed_step(step: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _step_peak_mb(step: Callable[[], object], device: torch.device) -> Optional[float]:
-    """CUDA: one step's peak allocation above what was allocated before it (activations, gradients,
-    workspaces: what the attention blocks change; the other rows' models stay resident meanwhile)."""
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - before) / 2**20
-
-
 def run(
     device: torch.device, models: list[str], impls: list[str], modes: list[str], precisions: list[str],
     batch: int, image: int, progress: Callable[[str], None], deadline: Optional[float] = None,
@@ -156,27 +144,23 @@ def run(
                     step = _step_fn(torch.compile(model) if compiled else model, x, target, mode, precision, backend)
                     for _ in range(2):  # (compiles, autotunes, fills the allocator's caches)
                         _timed_step(step, device)
-                    row.peak_mb = _step_peak_mb(step, device)
+                    row.peak_mb = peak_mb(step, device)  # (the other rows' models stay resident)
                     steps.append((row, step))
                 except Exception as e:
                     row.error = error_text(e)
                     progress(f"e2e {row.model} {row.impl} {mode} {precision}: {row.error}")
-            times: dict[int, list[float]] = {id(row): [] for row, _ in steps}
             start = time.perf_counter()
-            for r in range(MAX_ROUNDS if steps else 0):
-                if r >= MIN_ROUNDS and time.perf_counter() - start >= min_time_s:
-                    break
-                if r > 0 and deadline is not None and time.monotonic() > deadline:
-                    break
-                k = r % len(steps)
-                for row, step in steps[k:] + steps[:k]:
-                    if row.error is None:
-                        try:
-                            times[id(row)].append(_timed_step(step, device))
-                        except Exception as e:
-                            row.error = error_text(e)
-            for row, _ in steps:
-                t = sorted(times[id(row)])
+
+            def another_round(r: int) -> bool:
+                if r >= MAX_ROUNDS or (r >= MIN_ROUNDS and time.perf_counter() - start >= min_time_s):
+                    return False
+                return r == 0 or deadline is None or time.monotonic() <= deadline
+
+            times, errors = take_turns([step for _, step in steps], lambda step: _timed_step(step, device),
+                                       another_round)
+            for (row, _), t, err in zip(steps, times, errors):
+                if err is not None:
+                    row.error = error_text(err)
                 if row.error is None and t:
                     q = statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else [t[0]] * 3
                     row.ms, row.ms_iqr, row.rounds = q[1], q[2] - q[0], len(t)

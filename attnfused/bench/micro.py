@@ -12,7 +12,7 @@ import torch
 import attnfused
 
 from .cases import BLOCKS, minimal_bytes
-from .timing import time_ms
+from .timing import peak_mb, take_turns, time_ms
 
 
 @dataclass
@@ -71,19 +71,6 @@ def _make_call(m: torch.nn.Module, impl: Impl, x: torch.Tensor, dy: torch.Tensor
     return call
 
 
-def _peak_mb(call: Callable[[], object], device: torch.device) -> Optional[float]:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    out = call()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del out
-    return peak / 2**20
-
-
 # CPU: a group's contenders take turns, CPU_ROUNDS rounds of CPU_ROUND_S seconds each (the order
 # rotating), and a row's time is the median of its rounds' medians. Timed one after another, each for
 # a second, the rows of a group took the shared VM's drift with them: SE max's forward at 8 x 1024 x
@@ -121,25 +108,20 @@ def run_group(
         except Exception as e:
             row.error = error_text(e)
     rounds, per_round = (CPU_ROUNDS, {"min_time_s": CPU_ROUND_S}) if device.type == "cpu" else (1, {})
-    times: dict[int, list[float]] = {id(row): [] for row, _ in calls}
-    for r in range(rounds if calls else 0):
-        k = r % len(calls)
-        for row, call in calls[k:] + calls[:k]:
-            if row.error is None:
-                try:
-                    times[id(row)].append(time_ms(call, device, **per_round))
-                except Exception as e:
-                    row.error = error_text(e)
-    for row, call in calls:
-        if row.error is None:
-            try:
-                row.ms = statistics.median(times[id(row)])
-                row.gbs = nbytes / (row.ms * 1e-3) / 1e9
-                row.frac_copy = row.gbs / copy_gbs if copy_gbs else None
-                if mode == "fwdbwd":
-                    row.peak_mb = _peak_mb(call, device)
-            except Exception as e:
-                row.error = error_text(e)
+    times, errors = take_turns([call for _, call in calls], lambda call: time_ms(call, device, **per_round),
+                               lambda r: r < rounds)
+    for (row, call), t, err in zip(calls, times, errors):
+        if err is not None:
+            row.error = error_text(err)
+            continue
+        try:
+            row.ms = statistics.median(t)
+            row.gbs = nbytes / (row.ms * 1e-3) / 1e9
+            row.frac_copy = row.gbs / copy_gbs if copy_gbs else None
+            if mode == "fwdbwd":
+                row.peak_mb = peak_mb(call, device)
+        except Exception as e:
+            row.error = error_text(e)
     for row in rows:
         progress(_progress_line(row))
     by = {r.impl: r.ms for r in rows}

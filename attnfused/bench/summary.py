@@ -103,7 +103,7 @@ def e2e_table(rows: list[dict]) -> str:
             "failed: " + fails.split(":")[0] if fails else _num(r["images_per_s"], 1),
             "" if fails else _num(r["ms"], 1), "" if fails else _num(r.get("ms_iqr"), 1),
             _num(r.get("peak_mb"), 0),
-            r.get("overhead_note") or "" if removed is None else f"{removed:.0f}%",
+            (r.get("overhead_note") or "") if removed is None else f"{removed:.0f}%",
         ]) + " |")
     return "\n".join(lines)
 

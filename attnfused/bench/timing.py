@@ -1,4 +1,5 @@
-"""Timers: ``triton.testing.do_bench`` on CUDA; a warmed-up, repeated median on CPU."""
+"""Timers: ``triton.testing.do_bench`` on CUDA; a warmed-up, repeated median on CPU; contenders
+timed in turns; a call's peak memory on CUDA."""
 
 from __future__ import annotations
 
@@ -27,6 +28,44 @@ def time_ms(fn: Callable[[], object], device: torch.device, min_time_s: float = 
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def take_turns(
+    calls: list[Callable[[], object]], measure: Callable[[Callable[[], object]], float],
+    another_round: Callable[[int], bool],
+) -> tuple[list[list[float]], list[Optional[Exception]]]:
+    """Each round measures every call once, round ``r`` starting at call ``r mod n`` (so no call is
+    always first or last), while ``another_round(r)``; a call whose measurement raised is left out
+    of later rounds. Returns the measurements and the exception (or None) per call. Timed one after
+    another, contenders took a shared machine's drift with them (micro.py, e2e.py say where)."""
+    n = len(calls)
+    times: list[list[float]] = [[] for _ in calls]
+    errors: list[Optional[Exception]] = [None] * n
+    r = 0
+    while n and another_round(r):
+        for i in [(r + j) % n for j in range(n)]:
+            if errors[i] is None:
+                try:
+                    times[i].append(measure(calls[i]))
+                except Exception as e:
+                    errors[i] = e
+        r += 1
+    return times, errors
+
+
+def peak_mb(call: Callable[[], object], device: torch.device) -> Optional[float]:
+    """CUDA: the peak allocation during one ``call()`` above what was allocated before it, in MiB;
+    None elsewhere."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = call()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
 
 
 def copy_bandwidth_gbs(numel: int, dtype: torch.dtype, device: torch.device) -> float:
